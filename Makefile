@@ -1,0 +1,37 @@
+# FroSSL reproducibility artifact. `make help` lists the targets.
+# Every target that runs Python first runs scripts/setup.sh (cheap when nothing changed).
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+PYTHON ?= $(VENV)/bin/python
+SETUP ?= bash scripts/setup.sh
+CONFIG ?= repro/configs/cifar10/frossl.yaml
+RUN ?=
+ARGS ?=
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test test-slow train evaluate
+
+help: ## list the targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u | \
+	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+
+setup: ## install everything (apt libraries, .venv with pinned packages, ffcv from source)
+	@$(SETUP)
+
+demo: setup ## CPU demo: FroSSL on bundled digits + linear probe vs random init (~3 min)
+	$(PYTHON) -m repro.demo $(ARGS)
+
+test: setup ## run the test suite (what CI runs; slow tests excluded)
+	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+test-slow: setup ## run only the slow tests
+	$(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
+
+train: setup ## pretrain: make train CONFIG=repro/configs/cifar10/frossl.yaml ARGS="optim.epochs=100 name=x"
+	$(PYTHON) -m repro.train $(CONFIG) $(ARGS)
+
+evaluate: setup ## linear probe + k-NN of a run: make evaluate RUN=runs/cifar10-frossl ARGS="--probe cached"
+	@test -n "$(RUN)" || { echo "error: RUN is empty: make evaluate RUN=runs/<name>" >&2; exit 2; }
+	$(PYTHON) -m repro.evaluate $(RUN) $(ARGS)

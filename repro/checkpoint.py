@@ -1,0 +1,125 @@
+"""Run folders, atomic writes and checkpoints.
+
+A run folder (`<out_dir>/<name>/`) holds: config.yaml (resolved config), command.txt (every command
+line that ran in it), env.json (torch, CUDA, GPU, git commit), metrics.jsonl (append-only),
+checkpoint.pt (last completed epoch), and result JSON files. Every file is written to a temporary
+name in the same folder and renamed into place, so a crash never leaves a half-written file.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from repro.cli import UserError
+import yaml
+
+from repro.config import Config, ConfigError, config_from_dict, diff, read_yaml, to_dict
+
+CHECKPOINT = "checkpoint.pt"
+
+# Keys that do not change what a run computes: they may differ when a run is resumed.
+_NON_SEMANTIC = ("device", "data.num_workers", "data.download", "data.root", "train.log_every",
+                 "train.compile", "eval.")
+
+
+def atomic_write_bytes(path: Path, write) -> None:
+    """Call write(file_object) on a temporary file beside `path`, fsync it, rename it into place."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode()))
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def save_checkpoint(path: Path, state: dict) -> None:
+    atomic_write_bytes(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: Path) -> dict:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise UserError(f"checkpoint '{path}' cannot be read ({type(err).__name__}): delete it to "
+                        f"restart that run from scratch") from None
+
+
+def environment() -> dict:
+    def git_commit() -> str:
+        try:
+            out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                                 cwd=Path(__file__).parent, timeout=10)
+            return out.stdout.strip() or "unknown"
+        except (OSError, subprocess.SubprocessError):
+            return "unknown"
+
+    cuda = torch.cuda.is_available()
+    return {
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "gpu_count": torch.cuda.device_count() if cuda else 0,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "git_commit": git_commit(),
+    }
+
+
+def _semantic_changes(saved: Config, cfg: Config) -> list[str]:
+    return [c for c in diff(saved, cfg)
+            if not any(c.startswith(k) if k.endswith(".") else c.split(":")[0] == k for k in _NON_SEMANTIC)]
+
+
+def prepare_run_dir(cfg: Config) -> Path:
+    """Create the run folder, or check that the one present holds this same experiment."""
+    run_dir = cfg.run_dir
+    config_path = run_dir / "config.yaml"
+    if config_path.exists():
+        try:
+            saved = config_from_dict(read_yaml(config_path))
+        except ConfigError as err:
+            raise UserError(f"run folder '{run_dir}' holds an unreadable config ({err}): use another "
+                            f"name=... or delete the folder") from None
+        changes = _semantic_changes(saved, cfg)
+        if changes:
+            more = f" and {len(changes) - 1} more" if len(changes) > 1 else ""
+            raise UserError(f"run folder '{run_dir}' holds a different experiment ({changes[0]}{more}): "
+                            f"pass another name=... (or out_dir=...), or delete the folder to start over")
+    else:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(config_path, yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        write_json(run_dir / "env.json", environment())
+    with open(run_dir / "command.txt", "a") as f:
+        f.write(shlex.join([Path(sys.executable).name, *sys.argv]) + "\n")
+    return run_dir
+
+
+def load_run_config(run_dir: Path) -> Config:
+    config_path = Path(run_dir) / "config.yaml"
+    if not config_path.is_file():
+        raise UserError(f"'{run_dir}' is not a run folder (no config.yaml): train it first with "
+                        f"python -m repro.train CONFIG name=...")
+    return config_from_dict(read_yaml(config_path))

@@ -1,0 +1,250 @@
+"""Self-supervised pretraining, top to bottom.
+
+    python -m repro.train repro/configs/cifar10/frossl.yaml                  # paper recipe
+    python -m repro.train repro/configs/cifar10/frossl.yaml optim.epochs=100 name=short
+    python -m repro.train repro/configs/demo.yaml device=cpu                 # the CPU demo's training
+
+Re-running the same command resumes from the run folder's last checkpoint; a finished run is
+left as it is. Per step: two augmented views, each through the network separately, the method's
+loss plus the online linear classifier on detached features, one optimizer step, the lr set by
+the warmup-cosine schedule. bf16 autocast and channels-last on CUDA; the same code in fp32 on CPU.
+Metrics accumulate on the device and are read (one host sync) every `train.log_every` steps.
+"""
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from repro.checkpoint import (CHECKPOINT, load_checkpoint, prepare_run_dir, save_checkpoint,
+                              write_json)
+from repro.cli import UserError, run_cli
+from repro.config import Config, load_config
+from repro.data import build_loader, num_classes
+from repro.methods import build_method
+from repro.models import to_device
+from repro.optim import build_optimizer, scale_lr, set_lr
+
+
+class TrainingDiverged(UserError):
+    pass
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device={name} but no CUDA GPU is visible: use device=cpu or device=auto")
+    return device
+
+
+def autocast_for(device: torch.device, precision: str):
+    """bf16 autocast on CUDA by default; fp32 (no autocast) on CPU unless asked for."""
+    use_bf16 = precision == "bf16" or (precision == "auto" and device.type == "cuda")
+    if not use_bf16:
+        return nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def classifier_loss(logits: torch.Tensor, labels: torch.Tensor):
+    """Cross-entropy over labelled samples only (label -1 = unlabelled, e.g. STL-10's 100k extra
+    images). Summed then divided by max(count, 1): a batch with no label gives 0, not NaN."""
+    labelled = labels >= 0
+    count = labelled.sum()
+    loss = F.cross_entropy(logits.float(), labels, ignore_index=-1, reduction="sum") / count.clamp(min=1)
+    correct = ((logits.argmax(dim=1) == labels) & labelled).sum()
+    return loss, correct, count
+
+
+@torch.no_grad()
+def online_accuracy(backbone: nn.Module, classifier: nn.Module, loader, device, autocast_ctx,
+                    channels_last: bool) -> float:
+    backbone.eval()
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    total = torch.zeros((), device=device, dtype=torch.long)
+    for (images,), labels in loader.epoch(0):
+        images = images.to(device, non_blocking=True)
+        if channels_last and device.type == "cuda":
+            images = images.contiguous(memory_format=torch.channels_last)
+        labels = labels.to(device, non_blocking=True)
+        with autocast_ctx:
+            logits = classifier(backbone(images))
+        _, batch_correct, batch_count = classifier_loss(logits, labels)
+        correct += batch_correct
+        total += batch_count
+    backbone.train()
+    return correct.item() / max(total.item(), 1)
+
+
+def train(cfg: Config) -> dict:
+    device = resolve_device(cfg.device)
+    autocast_ctx = autocast_for(device, cfg.train.precision)
+    channels_last = cfg.model.channels_last
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    # ---- data ------------------------------------------------------------------------------
+    train_loader = build_loader(cfg.data, split=cfg.data.train_split, views="two", shuffle=True,
+                                drop_last=True, seed=cfg.seed, subset=cfg.data.subset,
+                                pin_memory=device.type == "cuda")
+    val_loader = build_loader(cfg.data, split=cfg.data.eval_split, views="eval", shuffle=False,
+                              drop_last=False, seed=cfg.seed, pin_memory=device.type == "cuda")
+    steps_per_epoch = len(train_loader)
+    if steps_per_epoch == 0:
+        raise UserError(f"the training set has {len(train_loader.dataset)} images, fewer than one batch of "
+                        f"{cfg.data.batch_size}: lower data.batch_size or raise data.subset")
+    run_dir = prepare_run_dir(cfg)  # only once the data is known to be there
+    total_steps = cfg.optim.epochs * steps_per_epoch
+    warmup_steps = round(cfg.optim.warmup_epochs * steps_per_epoch)
+
+    # ---- model, online classifier, optimizer ---------------------------------------------
+    torch.manual_seed(cfg.seed)
+    method = to_device(build_method(cfg), device, channels_last)
+    classifier = nn.Linear(method.backbone.num_features,
+                           num_classes(cfg.data.dataset, cfg.data.root, cfg.data.eval_split)).to(device)
+    groups = method.param_groups() + [{
+        "name": "classifier", "params": list(classifier.parameters()), "weight_decay": 0.0,
+        "lr": scale_lr(cfg.optim.classifier_lr, cfg.data.batch_size)}]
+    optimizer = build_optimizer(cfg.optim.name, groups, lr=scale_lr(cfg.optim.lr, cfg.data.batch_size),
+                                weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum,
+                                eta=cfg.optim.eta)
+    forward = maybe_compile(method, cfg.train.compile)
+
+    # ---- resume ----------------------------------------------------------------------------
+    start_epoch, step = 0, 0
+    checkpoint_path = run_dir / CHECKPOINT
+    if checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        method.load_state_dict(state["method"])
+        classifier.load_state_dict(state["classifier"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch, step = state["epoch"], state["step"]
+        print(f"resuming {run_dir} after epoch {start_epoch}/{cfg.optim.epochs}", file=sys.stderr)
+    if start_epoch >= cfg.optim.epochs:
+        print(f"{run_dir} is complete ({cfg.optim.epochs} epochs); nothing to do", file=sys.stderr)
+        return json.loads((run_dir / "pretrain.json").read_text())
+
+    # ---- the loop --------------------------------------------------------------------------
+    metrics_file = open(run_dir / "metrics.jsonl", "a")
+    online_top1 = float("nan")
+    method.train()
+    classifier.train()
+    for epoch in range(start_epoch, cfg.optim.epochs):
+        sums: dict[str, torch.Tensor] = {}
+        window_start, window_images, window_steps = time.perf_counter(), 0, 0
+        bar = tqdm(train_loader.epoch(epoch), total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+                   dynamic_ncols=True, mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        for views, labels in bar:
+            views = [v.to(device, non_blocking=True) for v in views]
+            if channels_last and device.type == "cuda":
+                views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+            labels = labels.to(device, non_blocking=True)
+            lr = set_lr(optimizer, step, total_steps=total_steps, warmup_steps=warmup_steps,
+                        warmup_start_lr=cfg.optim.warmup_start_lr, min_lr=cfg.optim.min_lr)
+
+            with autocast_ctx:
+                loss, terms, features = forward(views)
+                class_losses, correct, count = [], 0, 0
+                for feats in features:  # the online probe sees every view, detached from the backbone
+                    view_loss, view_correct, view_count = classifier_loss(classifier(feats.detach()), labels)
+                    class_losses.append(view_loss)
+                    correct, count = correct + view_correct, count + view_count
+                class_loss = torch.stack(class_losses).mean()
+
+            optimizer.zero_grad(set_to_none=True)
+            (loss + class_loss).backward()
+            optimizer.step()
+            method.after_step(step, total_steps)
+            step += 1
+
+            # accumulate on the device; read back only every log_every steps
+            for key, value in {**terms, "class_loss": class_loss.detach(), "correct": correct,
+                               "labelled": count}.items():
+                sums[key] = sums.get(key, 0) + value.detach().float()
+            window_steps += 1
+            window_images += views[0].shape[0]
+            if step % cfg.train.log_every == 0 or window_steps == steps_per_epoch or step == total_steps:
+                record = flush_metrics(sums, window_steps)
+                elapsed = time.perf_counter() - window_start
+                record.update(step=step, epoch=step / steps_per_epoch,
+                              lr=lr, images_per_s=window_images / max(elapsed, 1e-9))
+                if not all(math.isfinite(v) for k, v in record.items() if isinstance(v, float)):
+                    raise TrainingDiverged(
+                        f"loss became non-finite by step {step} (epoch {epoch + 1}): the last good "
+                        f"checkpoint is kept in {checkpoint_path}; lower optim.lr or check the data")
+                metrics_file.write(json.dumps(record) + "\n")
+                metrics_file.flush()
+                bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}",
+                                img_s=f"{record['images_per_s']:.0f}")
+                sums, window_start, window_images, window_steps = {}, time.perf_counter(), 0, 0
+        bar.close()
+
+        last_epoch = epoch + 1 == cfg.optim.epochs
+        every = cfg.eval.online_eval_every
+        if last_epoch or (every and (epoch + 1) % every == 0):
+            online_top1 = online_accuracy(method.backbone, classifier, val_loader, device, autocast_ctx,
+                                          channels_last)
+            metrics_file.write(json.dumps({"epoch": epoch + 1, "step": step, "online_top1": online_top1}) + "\n")
+            metrics_file.flush()
+            print(f"epoch {epoch + 1}: online linear top-1 {online_top1:.4f}", file=sys.stderr)
+        save_checkpoint(checkpoint_path, {
+            "epoch": epoch + 1, "step": step, "method": method.state_dict(),
+            "classifier": classifier.state_dict(), "optimizer": optimizer.state_dict()})
+    metrics_file.close()
+
+    summary = {"epochs": cfg.optim.epochs, "steps": step, "online_top1": online_top1,
+               "method": cfg.method, "dataset": cfg.data.dataset}
+    write_json(run_dir / "pretrain.json", summary)
+    return summary
+
+
+def flush_metrics(sums: dict[str, torch.Tensor], steps: int) -> dict:
+    """Averages over the window (one host sync for all of them)."""
+    keys = list(sums)
+    values = torch.stack([sums[k] for k in keys]).tolist()
+    record = {k: v / steps for k, v in zip(keys, values) if k not in ("correct", "labelled")}
+    totals = dict(zip(keys, values))
+    if totals.get("labelled", 0) > 0:
+        record["online_train_top1"] = totals["correct"] / totals["labelled"]
+    return record
+
+
+def maybe_compile(module: nn.Module, enabled: bool):
+    """torch.compile the module's forward; on any compile error fall back to eager (said once)."""
+    if not enabled:
+        return module
+    compiled = torch.compile(module)
+    state = {"eager": False}
+
+    def forward(*args):
+        if not state["eager"]:
+            try:
+                return compiled(*args)
+            except Exception as err:  # compile failures surface at the first call
+                print(f"torch.compile failed ({type(err).__name__}: {err}); running eager", file=sys.stderr)
+                state["eager"] = True
+        return module(*args)
+
+    return forward
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help"):
+        print(__doc__)
+        return 0 if argv else 2
+    config_path, overrides = argv[0], argv[1:]
+    train(load_config(config_path, overrides))
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)

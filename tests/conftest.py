@@ -1,0 +1,38 @@
+"""Shared test fixtures. Tests run on CPU; data-dependent tests skip with a reason when
+../shared/data is absent (as it is on a user's machine)."""
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+
+# Two cores: keep intra-op threads at 2 so tests do not oversubscribe.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def cifar10_root(tmp_path_factory):
+    """A small real CIFAR-10 (500 train + 100 test images per class) in torchvision's layout."""
+    if not SHARED_CIFAR.exists():
+        pytest.skip(f"real CIFAR-10 not available at {SHARED_CIFAR} (only on development/CI machines)")
+    from tests.cifar_fixture import read_cifar_jpegs, write_torchvision_cifar10
+
+    root = tmp_path_factory.mktemp("cifar10")
+    write_torchvision_cifar10(root, read_cifar_jpegs(SHARED_CIFAR, {"train": 500, "test": 100}))
+    return root
+
+
+@pytest.fixture
+def accept_rebuilt_cifar(monkeypatch):
+    """torchvision checks the original files' md5; the rebuilt (JPEG-decoded) files differ."""
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets.CIFAR10, "_check_integrity", lambda self: True)

@@ -1,0 +1,106 @@
+"""The trainer end to end on CPU: learning signal on real CIFAR-10, exact resume, bad input."""
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from repro import train as train_module
+from repro.config import load_config
+from repro.evaluate import evaluate_run
+from repro.train import train
+from tests.conftest import ROOT
+
+SMALL_MODEL = ["model.width=16", "model.proj_hidden_dim=256", "model.proj_output_dim=256",
+               "data.num_workers=0", "eval.online_eval_every=0", "eval.probe_epochs=5"]
+
+
+def cifar_config(root, out_dir, *overrides):
+    return load_config(ROOT / "repro/configs/cifar10/frossl.yaml",
+                       [f"data.root={root}", f"out_dir={out_dir}", "device=cpu", *SMALL_MODEL, *overrides])
+
+
+def read_metrics(run_dir):
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_frossl_lowers_its_loss_on_real_cifar10(cifar10_root, accept_rebuilt_cifar, tmp_path):
+    # 4 epochs x 50 steps of batch 64 on 3,200 real images
+    cfg = cifar_config(cifar10_root, tmp_path, "name=learn", "data.subset=3200", "data.batch_size=64",
+                       "optim.epochs=4", "optim.warmup_epochs=1", "train.log_every=10")
+    summary = train(cfg)
+    records = [r for r in read_metrics(cfg.run_dir) if "loss" in r]
+    assert summary["steps"] == 200 and len(records) == 20
+    assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
+    first, last = records[0]["loss"], sum(r["loss"] for r in records[-3:]) / 3
+    assert last < first - 0.05, (first, last)
+    # the run folder holds what a user needs
+    for name in ("config.yaml", "env.json", "command.txt", "checkpoint.pt", "pretrain.json"):
+        assert (cfg.run_dir / name).exists(), name
+    result = evaluate_run(cfg.run_dir, probe="cached")
+    assert 0.1 <= result["linear_top1"] <= 1 and (cfg.run_dir / "eval_cached.json").exists()
+
+
+def _weights(run_dir):
+    return torch.load(run_dir / "checkpoint.pt", weights_only=True)["method"]
+
+
+def test_resume_after_crash_is_bit_identical(cifar10_root, accept_rebuilt_cifar, tmp_path, monkeypatch):
+    args = ["data.subset=512", "data.batch_size=64", "optim.epochs=2", "optim.warmup_epochs=1"]
+    straight = cifar_config(cifar10_root, tmp_path, "name=straight", *args)
+    train(straight)
+
+    crashing = cifar_config(cifar10_root, tmp_path, "name=crashing", *args)
+    real_save = train_module.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt("simulated crash after the first checkpoint")
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(crashing)
+    assert torch.load(crashing.run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    train(crashing)  # the same command again: resumes after epoch 1
+
+    a, b = _weights(straight.run_dir), _weights(crashing.run_dir)
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a), [k for k in a if not torch.equal(a[k], b[k])][:3]
+    # a finished run is left as it is
+    before = (crashing.run_dir / "checkpoint.pt").stat().st_mtime_ns
+    train(crashing)
+    assert (crashing.run_dir / "checkpoint.pt").stat().st_mtime_ns == before
+
+
+def run_cli(*args, cwd=ROOT):
+    return subprocess.run([sys.executable, "-m", "repro.train", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.mark.parametrize("overrides, fragment", [
+    (["optim.lrr=1"], "unknown config key 'optim.lrr'"),
+    (["data.batch_size=0"], "data.batch_size"),
+    (["data.batch_size=-8"], "data.batch_size"),
+    (["data.dataset=cifar10", "data.root=/nonexistent/data", "data.download=false",
+      "data.augmentations=symmetric", "model.in_channels=3"], "cifar-10-batches-py"),
+])
+def test_bad_input_is_one_line_and_nonzero(tmp_path, overrides, fragment):
+    result = run_cli("repro/configs/demo.yaml", f"out_dir={tmp_path}", *overrides)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.stderr
+    assert not (tmp_path / "demo").exists()  # nothing created for a rejected command
+
+
+def test_a_different_experiment_in_the_same_folder_is_refused(tmp_path):
+    from repro.checkpoint import prepare_run_dir
+
+    first = load_config(ROOT / "repro/configs/demo.yaml", [f"out_dir={tmp_path}"])
+    prepare_run_dir(first)
+    saved = (first.run_dir / "config.yaml").read_text()
+    result = run_cli("repro/configs/demo.yaml", f"out_dir={tmp_path}", "optim.lr=0.5")
+    assert result.returncode == 2
+    assert "holds a different experiment (optim.lr: 0.1 -> 0.5)" in result.stderr
+    assert (first.run_dir / "config.yaml").read_text() == saved
