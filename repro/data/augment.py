@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+from PIL import ImageFilter
 from torchvision import transforms as T
 
 
@@ -60,9 +61,23 @@ def mean_std(dataset: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return MEAN_STD.get(dataset, IMAGENET_MEAN_STD)
 
 
+class GaussianBlur:
+    """PIL Gaussian blur with sigma ~ U(0.1, 2) pixels, as solo-learn (no kernel-size cut-off, so
+    the same transform at every resolution). Draws from torch's RNG, like torchvision's transforms."""
+
+    def __init__(self, sigma: tuple[float, float] = (0.1, 2.0)):
+        self.sigma = sigma
+
+    def __call__(self, image):
+        sigma = self.sigma[0] + (self.sigma[1] - self.sigma[0]) * torch.rand(()).item()
+        return image.filter(ImageFilter.GaussianBlur(radius=sigma))
+
+    def __repr__(self) -> str:
+        return f"GaussianBlur(sigma={self.sigma})"
+
+
 def view_transform(aug: ViewAugment, size: int, dataset: str) -> T.Compose:
     mean, std = mean_std(dataset)
-    blur_kernel = max(3, (size // 10) | 1)  # odd kernel ~10% of the image side (SimCLR's choice)
     steps = [
         T.RandomResizedCrop(size, scale=aug.crop_scale, interpolation=T.InterpolationMode.BICUBIC),
         T.RandomApply([T.ColorJitter(*aug.jitter)], p=aug.jitter_prob),
@@ -70,7 +85,7 @@ def view_transform(aug: ViewAugment, size: int, dataset: str) -> T.Compose:
     if aug.grayscale_prob > 0:
         steps.append(T.RandomGrayscale(p=aug.grayscale_prob))
     if aug.blur_prob > 0:
-        steps.append(T.RandomApply([T.GaussianBlur(blur_kernel, sigma=(0.1, 2.0))], p=aug.blur_prob))
+        steps.append(T.RandomApply([GaussianBlur()], p=aug.blur_prob))
     if aug.solarize_prob > 0:
         steps.append(T.RandomSolarize(128, p=aug.solarize_prob))
     if aug.flip_prob > 0:
