@@ -133,6 +133,8 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
         return dict(value)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is str and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)  # name=2024: YAML reads digits as a number
     if tp in (int, float) and isinstance(value, bool):
         raise ConfigError(f"config key '{key}' = {value!r}: expected {tp.__name__}, got a boolean")
     if not isinstance(value, tp):

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from repro.cli import UserError
+from repro.config import ConfigError
 from repro.losses.frossl import frossl_loss, frossl_multiview_loss
 from repro.models import build_backbone, mlp
 
@@ -31,7 +32,7 @@ def check_arguments(loss_fn: Callable, args: dict, method: str) -> None:
     allowed = loss_arguments(loss_fn)
     for key, value in args.items():
         if key not in allowed:
-            raise UserError(f"unknown config key 'loss.{key}' for method {method} "
+            raise ConfigError(f"unknown config key 'loss.{key}' for method {method} "
                             f"(valid: {', '.join(sorted(allowed)) or 'none'})")
         default = allowed[key]
         expected = float if isinstance(default, float) else type(default)
@@ -39,7 +40,7 @@ def check_arguments(loss_fn: Callable, args: dict, method: str) -> None:
         if expected is float and isinstance(value, int) and not isinstance(value, bool):
             ok = True
         if default is not None and not ok:
-            raise UserError(f"config key 'loss.{key}' = {value!r}: expected {expected.__name__}")
+            raise ConfigError(f"config key 'loss.{key}' = {value!r}: expected {expected.__name__}")
 
 
 class FroSSL(nn.Module):
@@ -68,8 +69,7 @@ class FroSSL(nn.Module):
         if len(embeddings) == 2:
             loss, terms = frossl_loss(*embeddings, **self.loss_args)
         else:
-            args = {k: v for k, v in self.loss_args.items() if k != "use_logs"}
-            loss, terms = frossl_multiview_loss(embeddings, **args)
+            loss, terms = frossl_multiview_loss(embeddings, **self.loss_args)
         return loss, terms, features
 
     def param_groups(self) -> list[dict]:

@@ -102,5 +102,5 @@ def test_a_different_experiment_in_the_same_folder_is_refused(tmp_path):
     saved = (first.run_dir / "config.yaml").read_text()
     result = run_cli("repro/configs/demo.yaml", f"out_dir={tmp_path}", "optim.lr=0.5")
     assert result.returncode == 2
-    assert "holds a different experiment (optim.lr: 0.1 -> 0.5)" in result.stderr
+    assert f"holds a different experiment (optim.lr: {first.optim.lr} -> 0.5)" in result.stderr
     assert (first.run_dir / "config.yaml").read_text() == saved
