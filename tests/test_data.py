@@ -113,3 +113,45 @@ def test_real_cifar10_through_torchvision(cifar10_root, accept_rebuilt_cifar):
     assert image.size == (32, 32)
     subset = build_dataset("cifar10", cifar10_root, "train", subset=300)
     assert len(subset) == 300
+
+
+def _digits_loader(**kwargs):
+    cfg = load_config(None, ["data.dataset=digits", "data.augmentations=digits", "data.num_workers=0",
+                             "data.batch_size=16", "model.in_channels=1"])
+    args = dict(split="train", views="two", shuffle=True, drop_last=True, seed=1)
+    args.update(kwargs)
+    return build_loader(cfg.data, **args)
+
+
+def test_resuming_mid_epoch_gives_the_same_batches():
+    loader = _digits_loader()
+    full = list(loader.epoch(2))
+    tail = list(loader.epoch(2, start_batch=5))
+    assert len(tail) == len(full) - 5
+    for (views_a, labels_a), (views_b, labels_b) in zip(full[5:], tail):
+        assert torch.equal(labels_a, labels_b)
+        assert all(torch.equal(a, b) for a, b in zip(views_a, views_b))
+
+
+def test_worker_count_does_not_change_the_batches():
+    loader = _digits_loader()
+    main_process = next(iter(loader.epoch(0)))
+    loader.num_workers = 2
+    workers = next(iter(loader.epoch(0)))
+    assert all(torch.equal(a, b) for a, b in zip(main_process[0], workers[0]))
+
+
+def test_ranks_see_disjoint_shards_that_cover_each_global_batch():
+    single = _digits_loader()
+    ranks = [_digits_loader(rank=r, world_size=2) for r in range(2)]
+    for b, whole in enumerate(single.batches(4)):
+        halves = [r.batches(4)[b] for r in ranks]
+        assert len(halves[0]) == len(halves[1]) == 8
+        assert not set(halves[0]) & set(halves[1])
+        assert halves[0] + halves[1] == whole
+    # and the augmented pixels agree with the single-process batch
+    (whole_views, _), = [next(iter(single.epoch(4)))]
+    (first_half, _), = [next(iter(ranks[0].epoch(4)))]
+    assert torch.equal(whole_views[0][:8], first_half[0])
+    with pytest.raises(ValueError, match="not divisible"):
+        _digits_loader(batch_size=15, world_size=2)

@@ -5,15 +5,15 @@ view kind, and get an epoch-seeded loader of (views, labels) batches.
     for views, labels in loader.epoch(epoch): ...   # views: list of (N, C, H, W) tensors
 
 View kinds: "two" (two augmented SSL views), "probe" (crop + flip, one view), "eval" (no
-augmentation, one view). Each epoch's order and augmentations are a function of (seed, epoch)
-alone, so a run resumed at an epoch boundary sees exactly the batches an uninterrupted run sees.
+augmentation, one view). Each epoch's order and each sample's augmentation are a function of (seed, epoch, index) alone,
+so a run resumed anywhere sees exactly the batches an uninterrupted run sees.
 """
 from __future__ import annotations
 
 import os
 
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from repro.data.augment import AUGMENTATION_SETS, TwoViews, eval_transform, probe_train_transform
 from repro.data.datasets import DATASETS, build_dataset, num_classes
@@ -34,40 +34,83 @@ def default_workers(requested: int) -> int:
     return min(8, os.cpu_count() or 1) if requested < 0 else requested
 
 
+class SeededSamples(Dataset):
+    """Each sample's random augmentation draws from its own seed, a function of (epoch seed,
+    index) alone: the same batch comes out whatever the number of workers, the rank, or the point
+    where a resumed run starts. torch's global RNG is left as it was."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self.epoch_seed = 0
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.epoch_seed * 10_000_019 + index)
+            return self.dataset[index]
+
+
 class Loader:
-    """A dataset plus batching rules; `epoch(e)` gives that epoch's reproducible batches."""
+    """A dataset plus batching rules; `epoch(e)` gives that epoch's reproducible batches.
+
+    `batch_size` is the global batch: with world_size > 1 each rank gets its own disjoint
+    `batch_size / world_size` slice of every global batch, so the ranks together see exactly
+    the batches a single process would.
+    """
 
     def __init__(self, dataset, *, batch_size: int, shuffle: bool, drop_last: bool,
-                 num_workers: int, seed: int, pin_memory: bool = False):
+                 num_workers: int, seed: int, pin_memory: bool = False, rank: int = 0,
+                 world_size: int = 1):
+        if batch_size % world_size:
+            raise ValueError(f"global batch {batch_size} is not divisible by world size {world_size}")
         self.dataset = dataset
+        self.samples = SeededSamples(dataset)
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.num_workers = num_workers
         self.seed = seed
         self.pin_memory = pin_memory
+        self.rank = rank
+        self.world_size = world_size
 
     def __len__(self) -> int:
         n = len(self.dataset)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
-    def epoch(self, epoch: int):
-        """Batches of epoch `epoch`. With no workers the transforms draw from torch's global RNG,
-        so it is seeded here too; workers are seeded from the generator by the DataLoader."""
-        seed = epoch_seed(self.seed, epoch)
-        torch.manual_seed(seed)
-        generator = torch.Generator().manual_seed(seed)
-        loader = DataLoader(self.dataset, batch_size=self.batch_size, shuffle=self.shuffle,
-                            drop_last=self.drop_last, num_workers=self.num_workers,
-                            generator=generator, pin_memory=self.pin_memory,
-                            persistent_workers=False)
+    def batches(self, epoch: int, start_batch: int = 0) -> list[list[int]]:
+        """This rank's sample indices, batch by batch, from global batch `start_batch` on."""
+        n = len(self.dataset)
+        if self.shuffle:
+            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
+        else:
+            order = torch.arange(n)
+        per_rank = self.batch_size // self.world_size
+        out = []
+        for b in range(start_batch, len(self)):
+            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
+            shard = batch[self.rank * per_rank:(self.rank + 1) * per_rank] if self.world_size > 1 else batch
+            out.append(shard.tolist())
+        return out
+
+    def epoch(self, epoch: int, start_batch: int = 0):
+        """Batches of epoch `epoch` (from global batch `start_batch`, to resume mid-epoch)."""
+        self.samples.epoch_seed = epoch_seed(self.seed, epoch)
+        batches = self.batches(epoch, start_batch)
+        if not batches:
+            return
+        loader = DataLoader(self.samples, batch_sampler=batches, num_workers=self.num_workers,
+                            pin_memory=self.pin_memory, persistent_workers=False)
         for images, labels in loader:
             views = images if isinstance(images, list) else [images]
             yield views, labels
 
 
 def build_loader(data_cfg, *, split: str, views: str, shuffle: bool, drop_last: bool, seed: int,
-                 batch_size: int | None = None, subset: int = 0, pin_memory: bool = False) -> Loader:
+                 batch_size: int | None = None, subset: int = 0, pin_memory: bool = False,
+                 rank: int = 0, world_size: int = 1) -> Loader:
     """subset > 0: a fixed random subset of the split (see build_dataset)."""
     size = image_size(data_cfg)
     if views == "two":
@@ -82,4 +125,4 @@ def build_loader(data_cfg, *, split: str, views: str, shuffle: bool, drop_last: 
                             download=data_cfg.download, subset=subset)
     return Loader(dataset, batch_size=batch_size or data_cfg.batch_size, shuffle=shuffle,
                   drop_last=drop_last, num_workers=default_workers(data_cfg.num_workers), seed=seed,
-                  pin_memory=pin_memory)
+                  pin_memory=pin_memory, rank=rank, world_size=world_size)
