@@ -35,3 +35,8 @@ train: setup ## pretrain: make train CONFIG=repro/configs/cifar10/frossl.yaml AR
 evaluate: setup ## linear probe + k-NN of a run: make evaluate RUN=runs/cifar10-frossl ARGS="--probe cached"
 	@test -n "$(RUN)" || { echo "error: RUN is empty: make evaluate RUN=runs/<name>" >&2; exit 2; }
 	$(PYTHON) -m repro.evaluate $(RUN) $(ARGS)
+
+FAULT_RUNS ?= 5
+.PHONY: faults
+faults: setup ## kill a small CPU run K times (SIGKILL, SIGTERM), resume, count bit-identical results (FAULT_RUNS=5)
+	$(PYTHON) -m repro.faults --runs $(FAULT_RUNS)

@@ -37,6 +37,7 @@ class DataConfig:
     num_workers: int = -1             # -1: min(8, cpu count)
     subset: int = 0                   # >0: use only the first N training images (quick runs, tests)
     download: bool = True             # try torchvision's download when the files are absent
+    loader: str = "auto"              # two-view data: auto (FFCV if <root>/ffcv/<dataset>_<split>.beton exists) | ffcv | torchvision
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ class TrainConfig:
     precision: str = "auto"           # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     log_every: int = 50               # optimizer steps between metric lines (one host sync each)
     compile: bool = False             # torch.compile the model (falls back to eager on failure)
+    sync_batchnorm: bool = False      # distributed: BatchNorm statistics over the global batch
+    gather_embeddings: bool = False   # distributed: the loss sees the global batch (authors: per-GPU loss)
 
 
 @dataclass(frozen=True)
@@ -261,6 +264,7 @@ def validate(cfg: Config) -> None:
     _choice("method", cfg.method, tuple(METHODS))
     _choice("data.dataset", cfg.data.dataset, tuple(DATASETS))
     _choice("data.augmentations", cfg.data.augmentations, tuple(AUGMENTATION_SETS))
+    _choice("data.loader", cfg.data.loader, ("auto", "ffcv", "torchvision"))
     _choice("optim.name", cfg.optim.name, ("lars", "sgd", "adam"))
     _choice("eval.probe", cfg.eval.probe, ("full", "cached"))
     _choice("train.precision", cfg.train.precision, ("auto", "fp32", "bf16"))

@@ -72,6 +72,11 @@ def init(env: DistEnv, device: torch.device) -> None:
     dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
 
 
+def barrier() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

