@@ -105,3 +105,24 @@ def test_a_different_experiment_in_the_same_folder_is_refused(tmp_path):
     assert result.returncode == 2
     assert f"holds a different experiment (optim.lr: {first.optim.lr} -> 0.5)" in result.stderr
     assert (first.run_dir / "config.yaml").read_text() == saved
+
+
+def test_batch_not_divisible_by_world_size_is_refused(tmp_path):
+    import os
+    env = {**os.environ, "WORLD_SIZE": "3", "RANK": "0", "LOCAL_RANK": "0"}
+    result = subprocess.run([sys.executable, "-m", "repro.train", "repro/configs/demo.yaml", f"out_dir={tmp_path}"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)
+    assert result.returncode == 2
+    assert "data.batch_size=256 does not divide over 3 processes" in result.stderr.strip().splitlines()[-1]
+
+
+def test_corrupt_checkpoint_is_a_clear_error_and_left_alone(tmp_path):
+    from repro.checkpoint import prepare_run_dir
+
+    cfg = load_config(ROOT / "repro/configs/demo.yaml", [f"out_dir={tmp_path}"])
+    prepare_run_dir(cfg)
+    (cfg.run_dir / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    result = run_cli("repro/configs/demo.yaml", f"out_dir={tmp_path}")
+    assert result.returncode == 2
+    assert "cannot be read" in result.stderr and "delete it" in result.stderr
+    assert (cfg.run_dir / "checkpoint.pt").read_bytes() == b"not a checkpoint"
