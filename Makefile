@@ -40,3 +40,8 @@ FAULT_RUNS ?= 5
 .PHONY: faults
 faults: setup ## kill a small CPU run K times (SIGKILL, SIGTERM), resume, count bit-identical results (FAULT_RUNS=5)
 	$(PYTHON) -m repro.faults --runs $(FAULT_RUNS)
+
+BENCH_ARGS ?=
+.PHONY: bench
+bench: setup ## training-step benchmark: project step vs plain baseline, views/s, ratio, MFU on CUDA (BENCH_ARGS="--steps 3")
+	$(PYTHON) -m benchmarks.bench_step $(BENCH_ARGS)
