@@ -43,8 +43,8 @@ if [ -n "$missing" ]; then
   echo "setup: installing apt packages:$missing"
   SUDO=""
   [ "$(id -u)" = 0 ] || SUDO="sudo"
-  $SUDO apt-get update -q
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q --no-install-recommends $missing
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 
 # 2. Python environment.
@@ -54,16 +54,21 @@ if [ "$USE_VENV" = 1 ]; then
 else
   PY=python3
 fi
-"$PY" -m pip install -q --upgrade "pip>=24" setuptools wheel
+# pip with this machine's quiet settings; lines about absent local package mirrors are noise
+pip_install() {
+  "$PY" -m pip install -q "$@" 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+  return "${PIPESTATUS[0]}"
+}
+pip_install --upgrade "pip>=24" setuptools wheel
 echo "setup: installing pinned requirements (torch comes from local wheels where available)"
-"$PY" -m pip install -q -r requirements.txt
+pip_install -r requirements.txt
 # ffcv's setup.py imports numpy and asks pkg-config for opencv4: build it against the env above.
 echo "setup: building ffcv from source (about 2 minutes the first time)"
-"$PY" -m pip install -q --no-build-isolation -r requirements-ffcv.txt
+pip_install --no-build-isolation -r requirements-ffcv.txt
 if [ "$TEST_DEPS" = 1 ]; then
-  "$PY" -m pip install -q -r requirements-test.txt
+  pip_install -r requirements-test.txt
 fi
-"$PY" -m pip install -q --no-deps --no-build-isolation -e .
+pip_install --no-deps --no-build-isolation -e .
 "$PY" -c "import torch, torchvision, ffcv, numpy; print('setup: ok torch', torch.__version__, 'torchvision', torchvision.__version__, 'ffcv', ffcv.__version__, 'numpy', numpy.__version__)"
 mkdir -p "$(dirname "$STAMP")"
 echo "$HASH" > "$STAMP"
