@@ -3,9 +3,10 @@
     python -m repro.train repro/configs/cifar10/frossl.yaml                  # paper recipe
     python -m repro.train repro/configs/cifar10/frossl.yaml optim.epochs=100 name=short
     python -m repro.train repro/configs/demo.yaml device=cpu                 # the CPU demo's training
+    torchrun --standalone --nproc_per_node=4 -m repro.train CONFIG           # 4 GPUs (repro/distributed.py)
 
-Re-running the same command resumes from the run folder's last checkpoint; a finished run is
-left as it is. Per step: two augmented views, each through the network separately, the method's
+Re-running the same command resumes from the run folder's last checkpoint (written at every
+epoch end, and at the current step on SIGTERM/SIGINT); a finished run is left as it is. Per step: two augmented views, each through the network separately, the method's
 loss plus the online linear classifier on detached features, one optimizer step, the lr set by
 the warmup-cosine schedule. bf16 autocast and channels-last on CUDA; the same code in fp32 on CPU.
 Metrics accumulate on the device and are read (one host sync) every `train.log_every` steps.
