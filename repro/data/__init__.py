@@ -114,6 +114,14 @@ def build_loader(data_cfg, *, split: str, views: str, shuffle: bool, drop_last: 
     """subset > 0: a fixed random subset of the split (see build_dataset)."""
     size = image_size(data_cfg)
     if views == "two":
+        # FFCV when <root>/ffcv/<dataset>_<split>.beton exists (data.loader), else torchvision;
+        # one log line says which. Imported here: numba/ffcv load only when used.
+        from repro.data.ffcv_loader import two_view_ffcv_loader
+        fast = two_view_ffcv_loader(data_cfg, split=split, shuffle=shuffle, drop_last=drop_last, seed=seed,
+                                    batch_size=batch_size or data_cfg.batch_size, subset=subset,
+                                    pin_memory=pin_memory, rank=rank, world_size=world_size, image_size=size)
+        if fast is not None:
+            return fast
         transform = TwoViews(data_cfg.augmentations, size, data_cfg.dataset)
     elif views == "probe":
         transform = probe_train_transform(size, data_cfg.dataset)

@@ -1,0 +1,163 @@
+"""What the converters share: flags, the write-verify-rename step, the manifest, one-line errors.
+
+Every converter writes `<out>/<dataset>_<split>.beton` (the location repro.data.build_loader looks
+at) plus `<name>.beton.json`, a manifest with the count, the options and the file size. A split is
+skipped when its file verifies (structure, count, manifest, same options) and rebuilt otherwise;
+a new file is written under a temporary name and renamed when complete, so an interrupted run
+never leaves a file that looks finished.
+
+Writing happens in this process (the converters are command-line programs): ffcv's DatasetWriter
+forks workers, which deadlock if a Loader in the same process holds numba's compiler lock.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from repro.cli import UserError
+from repro.data.ffcv_loader import (BETON_FIELDS, beton_name, import_ffcv, inspect_beton, manifest_path,
+                                    subset_positions)
+
+MANIFEST_VERSION = 1
+
+
+def common_parser(description: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=description,
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--root", required=True, help="folder holding the source dataset (DATA_DIR)")
+    parser.add_argument("--out", default=None, help="output folder for .beton files (default: ROOT/ffcv)")
+    parser.add_argument("--splits", nargs="+", default=None, help="splits to write (default: all)")
+    parser.add_argument("--subset", type=int, default=0,
+                        help="write only a fixed random subset of N images per split (seed 0; quick runs)")
+    parser.add_argument("--workers", type=int, default=-1, help="writer processes (-1: one per CPU core)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the output verifies")
+    return parser
+
+
+class _Source:
+    """Indexable (uint8 HxWx3 image, int label) source for ffcv's writer. A sample that fails to
+    load is recorded in an error file and replaced by a 1x1 black image: ffcv's writer waits
+    forever for a worker that died, so failures must not kill workers. The run then fails."""
+
+    def __init__(self, load: Callable[[int], tuple[np.ndarray, int]], indices: np.ndarray,
+                 describe: Callable[[int], str], error_file: Path):
+        self.load, self.indices, self.describe, self.error_file = load, indices, describe, error_file
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        index = int(self.indices[i])
+        try:
+            image, label = self.load(index)
+            image = np.ascontiguousarray(image, dtype=np.uint8)
+            if image.ndim != 3 or image.shape[2] != 3:
+                raise ValueError(f"shape {image.shape}, expected H x W x 3")
+            return image, int(label)
+        except Exception as err:  # noqa: BLE001 - reported after the write, see class docstring
+            with open(self.error_file, "a") as f:
+                f.write(f"{self.describe(index)}: {type(err).__name__}: {err}".replace("\n", " ") + "\n")
+            return np.zeros((1, 1, 3), np.uint8), -1
+
+
+def _options_match(manifest: dict, expected: dict) -> bool:
+    return all(manifest.get(key) == value for key, value in expected.items())
+
+
+def verified(path: Path, expected: dict) -> str | None:
+    """None when `path` is a complete file made with these options; else why it is not."""
+    if not path.exists():
+        return "absent"
+    try:
+        info = inspect_beton(path)
+    except UserError as err:
+        return str(err)
+    manifest_file = manifest_path(path)
+    if not manifest_file.is_file():
+        return "no manifest (unfinished or foreign file)"
+    manifest = json.loads(manifest_file.read_text())
+    if not _options_match(manifest, {k: v for k, v in expected.items() if k != "num_samples"}):
+        return "written with other options"
+    if info["num_samples"] != expected["num_samples"]:
+        return f"{info['num_samples']} samples, expected {expected['num_samples']}"
+    return None
+
+
+def write_split(*, dataset: str, split: str, out_dir: Path, load: Callable[[int], tuple[np.ndarray, int]],
+                count: int, describe: Callable[[int], str], image_field: dict, options: dict,
+                subset: int = 0, workers: int = -1, force: bool = False,
+                expected_total: int | None = None) -> Path:
+    """Write one split unless a verified file with the same options is there.
+
+    load(i) -> (uint8 H x W x 3, label) for source index i < count; describe(i) names the source
+    item in error messages; image_field: RGBImageField arguments; options: recorded in the
+    manifest and compared on the next run (with num_samples); expected_total: the official size
+    of the split, checked when no subset is asked for.
+    """
+    path = out_dir / beton_name(dataset, split)
+    indices = subset_positions(count, subset)
+    if expected_total is not None and not subset and count != expected_total:
+        print(f"warning: {dataset} {split} has {count:,} images, the official split {expected_total:,}",
+              file=sys.stderr)
+    expected = {"manifest_version": MANIFEST_VERSION, "dataset": dataset, "split": split,
+                "num_samples": int(len(indices)), "subset": subset, **options}
+    reason = "--force" if force else verified(path, expected)
+    if reason is None:
+        print(f"{path}: up to date ({len(indices):,} images), kept")
+        return path
+    if path.exists():
+        print(f"{path}: rebuilding ({reason})")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    errors = path.with_name(path.name + ".errors")
+    for leftover in (partial, errors, manifest_path(path)):
+        leftover.unlink(missing_ok=True)
+
+    ffcv = import_ffcv()
+    from ffcv.fields import IntField, RGBImageField
+
+    print(f"writing {dataset} {split}: {len(indices):,} images -> {path}")
+    start = time.perf_counter()
+    writer = ffcv.writer.DatasetWriter(
+        str(partial), {BETON_FIELDS[0]: RGBImageField(**image_field), BETON_FIELDS[1]: IntField()},
+        num_workers=workers if workers > 0 else (os.cpu_count() or 1))
+    writer.from_indexed_dataset(_Source(load, indices, describe, errors), chunksize=100)
+    if errors.exists() and errors.stat().st_size:
+        lines = errors.read_text().splitlines()
+        partial.unlink(missing_ok=True)
+        raise UserError(f"{len(lines)} image(s) of {dataset} {split} could not be read, first: {lines[0]} "
+                        f"(all listed in {errors}); nothing written")
+    info = inspect_beton(partial)
+    if info["num_samples"] != len(indices):  # the count check
+        raise UserError(f"{partial}: {info['num_samples']} samples written, expected {len(indices)}")
+    os.replace(partial, path)
+    manifest = {**expected, "bytes": path.stat().st_size,
+                "labels": {str(k): int(v) for k, v in zip(*np.unique(info["labels"], return_counts=True))},
+                "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "seconds": round(time.perf_counter() - start, 1)}
+    temp = manifest_path(path).with_suffix(".tmp")
+    temp.write_text(json.dumps(manifest, indent=1) + "\n")
+    os.replace(temp, manifest_path(path))
+    print(f"{path}: {len(indices):,} images, {manifest['bytes'] / 2**20:.1f} MiB, "
+          f"{manifest['seconds']:.0f} s; count check passed")
+    return path
+
+
+def out_dir_for(args) -> Path:
+    return Path(args.out) if args.out else Path(args.root) / "ffcv"
+
+
+def choose_splits(requested: list[str] | None, available: tuple[str, ...]) -> list[str]:
+    if not requested:
+        return list(available)
+    unknown = [s for s in requested if s not in available]
+    if unknown:
+        raise UserError(f"unknown split(s) {', '.join(unknown)}: choose from {', '.join(available)}")
+    return requested
