@@ -504,3 +504,23 @@ def test_parameters_follow_the_augmentation_set():
     assert torch.allclose(high, torch.tensor([1.4, 1.4, 1.2, 0.1]), atol=1e-3)
     orders = {tuple(o) for o in params.order[:2000].tolist()}
     assert len(orders) == 24  # every permutation of the four jitter steps occurs
+
+
+@pytest.mark.needs_data
+def test_training_runs_end_to_end_on_the_ffcv_loader(cifar10_root, accept_rebuilt_cifar, tmp_path, capsys):
+    """`make data DATASET=cifar10` then `make train`: the trainer gets the FFCV loader (CPU)."""
+    from repro.train import train
+    from tests.test_train import cifar_config
+
+    root = tmp_path / "data"
+    root.mkdir()
+    (root / "cifar-10-batches-py").symlink_to(cifar10_root / "cifar-10-batches-py")
+    converted("write_cifar", "--dataset", "cifar10", "--root", root, "--splits", "train")
+    cfg = cifar_config(root, tmp_path / "runs", "name=ffcv", "data.subset=256", "data.batch_size=64",
+                       "optim.epochs=2", "optim.warmup_epochs=1", "train.log_every=2", "data.loader=ffcv")
+    summary = train(cfg)
+    assert "data: FFCV two-view loader for cifar10 train" in capsys.readouterr().err
+    assert summary["steps"] == 8
+    records = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 4 and all(np.isfinite(losses))
