@@ -223,6 +223,15 @@ def test_real_cifar10_through_the_image_folder_path(tmp_path):
                                        "horse", "ship", "truck"]
         assert manifest["labels"] == {str(c): count // 10 for c in range(10)}
         assert inspect_beton(tmp_path / "ffcv" / f"imagefolder_{split}.beton")["num_samples"] == count
+    # pixels: the source JPEGs re-encoded at quality 90 come back within the stated PSNR
+    from torchvision.datasets import ImageFolder
+
+    back, labels = read_beton(tmp_path / "ffcv" / "imagefolder_test.beton")
+    samples = ImageFolder(str(tmp_path / "test")).samples
+    assert labels.tolist() == [label for _, label in samples]
+    source = np.stack([np.asarray(Image.open(path).convert("RGB")) for path, _ in samples]).astype(np.float64)
+    psnr = 10 * np.log10(255 ** 2 / ((back - source) ** 2).mean(axis=(1, 2, 3)))
+    assert psnr.min() >= JPEG_MIN_PSNR and np.median(psnr) >= 38, (psnr.min(), np.median(psnr))
 
 
 def test_truncated_or_corrupt_beton_is_a_one_line_error_naming_the_rebuild(cifar100, tmp_path):
