@@ -86,6 +86,7 @@ class TrainConfig:
     compile: bool = False             # torch.compile the model (falls back to eager on failure)
     sync_batchnorm: bool = False      # distributed: BatchNorm statistics over the global batch
     gather_embeddings: bool = False   # distributed: the loss sees the global batch (authors: per-GPU loss)
+    spectra_every: int = 0            # >0: top-14 eigenvalues of view-1 embeddings every N steps -> spectra.jsonl (repro/spectra.py, Figure 3)
 
 
 @dataclass(frozen=True)
@@ -283,7 +284,8 @@ def validate(cfg: Config) -> None:
                        ("optim.weight_decay", cfg.optim.weight_decay),
                        ("optim.warmup_epochs", cfg.optim.warmup_epochs),
                        ("eval.probe_epochs", cfg.eval.probe_epochs),
-                       ("eval.online_eval_every", cfg.eval.online_eval_every)]:
+                       ("eval.online_eval_every", cfg.eval.online_eval_every),
+                       ("train.spectra_every", cfg.train.spectra_every)]:
         _positive(key, value, allow_zero=True)
     if cfg.data.batch_size < 2:
         raise ConfigError("config key 'data.batch_size' must be >= 2 (SSL losses compare samples in a batch)")

@@ -35,6 +35,7 @@ from repro.data import build_loader, num_classes
 from repro.methods import build_method
 from repro.models import to_device
 from repro.optim import build_optimizer, scale_lr, set_lr
+from repro.spectra import SpectraTracker
 
 
 class TrainingDiverged(UserError):
@@ -61,9 +62,11 @@ def classifier_loss(logits: torch.Tensor, labels: torch.Tensor):
 
 @torch.no_grad()
 def online_accuracy(backbone: nn.Module, classifier: nn.Module, loader, device, autocast_ctx,
-                    channels_last: bool) -> float:
+                    channels_last: bool) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy of the online classifier on the labelled validation images."""
     backbone.eval()
     correct = torch.zeros((), device=device, dtype=torch.long)
+    correct_top5 = torch.zeros((), device=device, dtype=torch.long)
     total = torch.zeros((), device=device, dtype=torch.long)
     for (images,), labels in loader.epoch(0):
         images = images.to(device, non_blocking=True)
@@ -75,8 +78,10 @@ def online_accuracy(backbone: nn.Module, classifier: nn.Module, loader, device, 
         _, batch_correct, batch_count = classifier_loss(logits, labels)
         correct += batch_correct
         total += batch_count
+        # label -1 (unlabelled) never equals a class index, so it never counts as correct
+        correct_top5 += (logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]).any(dim=1).sum()
     backbone.train()
-    return correct.item() / max(total.item(), 1)
+    return correct.item() / max(total.item(), 1), correct_top5.item() / max(total.item(), 1)
 
 
 class Pretrainer(nn.Module):
@@ -203,6 +208,8 @@ def train(cfg: Config) -> dict:
 
     # ---- the loop --------------------------------------------------------------------------
     metrics_file = open(run_dir / "metrics.jsonl", "a") if env.is_main else None
+    spectra = (SpectraTracker(method, run_dir, every=cfg.train.spectra_every, start_step=step,
+                              steps_per_epoch=steps_per_epoch) if cfg.train.spectra_every and env.is_main else None)
     online_top1 = float("nan")
     pretrainer.train()
     with StopSignals() as stop:
@@ -230,6 +237,8 @@ def train(cfg: Config) -> dict:
                 optimizer.step()
                 method.after_step(step, total_steps)
                 step += 1
+                if spectra:
+                    spectra.after_step(step)
 
                 # accumulate on the device; read back only every log_every steps
                 for key, value in terms.items():
@@ -264,9 +273,10 @@ def train(cfg: Config) -> dict:
             last_epoch = epoch + 1 == cfg.optim.epochs
             every = cfg.eval.online_eval_every
             if env.is_main and (last_epoch or (every and (epoch + 1) % every == 0)):
-                online_top1 = online_accuracy(method.backbone, classifier, val_loader, device, autocast_ctx,
-                                              channels_last)
-                metrics_file.write(json.dumps({"epoch": epoch + 1, "step": step, "online_top1": online_top1}) + "\n")
+                online_top1, online_top5 = online_accuracy(method.backbone, classifier, val_loader, device,
+                                                           autocast_ctx, channels_last)
+                metrics_file.write(json.dumps({"epoch": epoch + 1, "step": step, "online_top1": online_top1,
+                                               "online_top5": online_top5}) + "\n")
                 metrics_file.flush()
                 print(f"epoch {epoch + 1}: online linear top-1 {online_top1:.4f}", file=sys.stderr)
             save(epoch + 1)
@@ -274,6 +284,8 @@ def train(cfg: Config) -> dict:
                 sys.exit(128 + stop.received)
     if metrics_file:
         metrics_file.close()
+    if spectra:
+        spectra.close()
 
     summary = {"epochs": cfg.optim.epochs, "steps": step, "online_top1": online_top1,
                "method": cfg.method, "dataset": cfg.data.dataset}
