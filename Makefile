@@ -61,3 +61,57 @@ data: setup ## FFCV .beton files: make data DATASET=cifar10|cifar100|stl10|image
 BENCH_DATA_ARGS ?=
 bench-data: setup ## two-view batches/s: FFCV loader vs torchvision+PIL DataLoader, real CIFAR-10 (BENCH_DATA_ARGS="--batches 40")
 	$(PYTHON) -m benchmarks.bench_data $(BENCH_DATA_ARGS)
+
+# ---- paper experiments (docs/experiments.md) --------------------------------------------------
+# Each target runs `python -m repro.experiments TARGET`: prepare data, train what is missing,
+# resume the unfinished, skip what is done, evaluate, write $(OUT)/results/, check its own rows.
+# `make -n TARGET` prints the runs it would launch (the recipe line runs with --dry-run).
+GPUS ?= 1
+DATA_DIR ?= data
+OUT ?= runs
+METHODS ?=
+DATASETS ?=
+SEEDS ?= 0
+EPOCHS ?=
+PROFILE ?= paper
+PROBE ?=
+OVERRIDES ?=
+IMAGENET_DIR ?=
+CIFAR10 ?=
+PREPARE_DATA ?= auto
+SPECTRA_EVERY ?= 10
+RESULTS ?= $(OUT)/results
+DRY_RUN = $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run)
+EXPERIMENTS = $(PYTHON) -m repro.experiments
+EXPERIMENT_FLAGS = $(DRY_RUN) --gpus "$(GPUS)" --out "$(OUT)" --data-dir "$(DATA_DIR)" \
+  --imagenet-dir "$(IMAGENET_DIR)" --cifar10 "$(CIFAR10)" --methods "$(METHODS)" --datasets "$(DATASETS)" \
+  --seeds "$(SEEDS)" --epochs "$(EPOCHS)" --profile "$(PROFILE)" --probe "$(PROBE)" \
+  --overrides "$(OVERRIDES)" --prepare-data "$(PREPARE_DATA)" --spectra-every "$(SPECTRA_EVERY)"
+
+.PHONY: table2 table3 figure2 figure3 figure4 ablation all check report
+figure2: setup ## Figure 2: eq. 8 vs Barlow variant, linear maps on 1024 CIFAR-10 images (CPU, ~1 min); then its check
+	+$(EXPERIMENTS) figure2 $(EXPERIMENT_FLAGS)
+
+table2: setup ## Table 2: linear probe, 12 rows x CIFAR-10/100 (1000 ep.), STL-10 (500 ep.) [METHODS= DATASETS= SEEDS= GPUS=]
+	+$(EXPERIMENTS) table2 $(EXPERIMENT_FLAGS)
+
+table3: setup ## Table 3: STL-10 online top-1 at epochs 3-100 (the STL-10 runs of Table 2, stopped after epoch 100)
+	+$(EXPERIMENTS) table3 $(EXPERIMENT_FLAGS)
+
+ablation: setup ## the FroSSL (no logs) rows of Tables 2 and 3, beside FroSSL
+	+$(EXPERIMENTS) ablation $(EXPERIMENT_FLAGS)
+
+figure3: setup ## Figure 3: 5 STL-10 epochs, top-14 covariance eigenvalues of FroSSL/VICReg/Barlow/SimCLR
+	+$(EXPERIMENTS) figure3 $(EXPERIMENT_FLAGS)
+
+figure4: setup ## Figure 4: ImageNet FroSSL vs Barlow Twins, 100 epochs (GPUS=4 splits the batch of 224; IMAGENET_DIR=)
+	+$(EXPERIMENTS) figure4 $(EXPERIMENT_FLAGS)
+
+all: setup ## every experiment above, then the full check and the report
+	+$(EXPERIMENTS) all $(EXPERIMENT_FLAGS)
+
+check: setup ## compare every result in OUT/results with expected_results/: PASS/FAIL/MISSING/NOT-COMPARABLE (exit 1 on FAIL)
+	$(PYTHON) -m repro.check --results "$(RESULTS)"
+
+report: setup ## execute repro/report/report.ipynb into one HTML file: OUT/results/report.html
+	$(PYTHON) -m repro.report --results "$(RESULTS)"
