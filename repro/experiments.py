@@ -475,8 +475,10 @@ def comparable(spec: RunSpec, opts: Options) -> tuple[bool, str]:
     changes = [c for c in diff(reference, saved)
                if not any(c.split(":")[0] == k or c.startswith(k + ".") for k in NON_SEMANTIC)]
     if changes:
-        more = f" (+{len(changes) - 1} more)" if len(changes) > 1 else ""
-        return False, f"differs from the {'paper' if opts.profile == 'paper' else opts.profile} setting: {changes[0]}{more}"
+        changes.sort(key=lambda c: not c.startswith("optim.epochs"))  # the most common reason first
+        keys = ", ".join(c.split(":")[0] for c in changes[1:])
+        setting = "paper" if opts.profile == "paper" else opts.profile
+        return False, f"differs from the {setting} setting: {changes[0]}" + (f"; also {keys}" if keys else "")
     return True, ""
 
 

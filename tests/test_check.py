@@ -1,0 +1,161 @@
+"""The checker on hand-written result files: PASS, FAIL (exit 1), MISSING, NOT-COMPARABLE, claims,
+the short profile; and the transcription of the paper's tables is self-consistent."""
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from repro.check import EXPECTED_DIR, load_expected, run_check
+from tests.conftest import ROOT
+
+
+def write_result(folder, experiment, cells, *, profile="paper", variant=""):
+    folder.mkdir(parents=True, exist_ok=True)
+    name = experiment + (f"-{profile}" if profile != "paper" else "") + ("-variant" if variant else "")
+    (folder / f"{name}.json").write_text(json.dumps(
+        {"experiment": experiment, "profile": profile, "variant": variant, "cells": cells}))
+
+
+def cell(value, comparable=True, reason=""):
+    return {"value": value, "comparable": comparable, "reason": reason, "n": 1, "std": None, "runs": []}
+
+
+def by_cell(rows, experiment):
+    return {r.cell: r for r in rows if r.experiment == experiment}
+
+
+def run_cli(results):
+    return subprocess.run([sys.executable, "-m", "repro.check", "--results", str(results)],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
+def test_pass_fail_missing_not_comparable(tmp_path):
+    results = tmp_path / "results"
+    write_result(results, "table2", {"cifar10/frossl": cell(92.3),          # 92.8 - 0.5: inside +-1.0
+                                     "cifar100/frossl": cell(68.0)})        # 70.6 - 2.6: outside
+    write_result(results, "table2", {"cifar10/frossl": cell(91.0, False, "optim.epochs: 1000 -> 100")},
+                 variant="EPOCHS=100")
+    rows = run_check(results)
+    paper = by_cell(rows, "table2")
+    assert paper["cifar10/frossl"].status == "PASS" and paper["cifar10/frossl"].delta == pytest.approx(-0.5)
+    assert paper["cifar100/frossl"].status == "FAIL"
+    assert paper["stl10/frossl"].status == "MISSING"            # absent from the result file
+    assert paper["cifar10/simclr"].status == "MISSING"
+    assert paper["average/frossl"].status == "MISSING"
+    assert "stl10/corinfomax" not in paper                      # the paper's "-" and nothing measured
+    variant = by_cell(rows, "table2[EPOCHS=100]")
+    assert variant["cifar10/frossl"].status == "NOT-COMPARABLE"  # never PASS, even if close
+    assert "cifar100/frossl" not in variant                     # a variant lists what it measured
+    # every experiment of expected_results/ is listed, MISSING when nothing was measured
+    assert {r.experiment for r in rows} >= {"figure2", "table2", "table3", "figure3", "figure4"}
+    assert all(r.status == "MISSING" for r in rows if r.experiment == "table3")
+
+    result = run_cli(results)
+    assert result.returncode == 1, result.stdout + result.stderr   # a FAIL fails the check
+    header = result.stdout.splitlines()[0].split()
+    assert header == ["experiment", "cell", "paper", "measured", "delta", "tolerance", "status"]
+    assert (results / "check.txt").read_text() == result.stdout
+    saved = json.loads((results / "check.json").read_text())
+    assert saved["counts"]["FAIL"] == 1 and saved["counts"]["PASS"] == 1
+
+
+def test_missing_and_not_comparable_do_not_fail(tmp_path):
+    results = tmp_path / "results"
+    write_result(results, "table2", {"cifar10/frossl": cell(10.0, False, "cached probe")})  # far off, but not comparable
+    result = run_cli(results)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "NOT-COMPARABLE" in result.stdout and "MISSING" in result.stdout
+    assert " PASS " not in result.stdout.split("\n\n")[0]
+    strict = subprocess.run([sys.executable, "-m", "repro.check", "--results", str(results), "--strict"],
+                            capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert strict.returncode == 1  # --strict: MISSING is not good enough either
+
+
+def test_no_results_folder_everything_missing(tmp_path):
+    rows = run_check(tmp_path / "absent")
+    assert rows and all(r.status == "MISSING" for r in rows)
+
+
+def test_claims_pass_fail_and_infinity(tmp_path):
+    results = tmp_path / "results"
+    spectra = {"condition_number/frossl": cell(3.0), "condition_number/vicreg": cell(9.0),
+               "condition_number/barlow_twins": cell(12.0), "condition_number/simclr": cell(5.0),
+               "entropy/frossl": cell(2.5), "entropy/vicreg": cell(2.6),           # FroSSL not the highest
+               "entropy/barlow_twins": cell(2.0), "entropy/simclr": cell(2.2),
+               "saturation_step/frossl": cell(300), "saturation_step/vicreg": cell("inf"),
+               "saturation_step/barlow_twins": cell(900), "saturation_step/simclr": cell(1200)}
+    write_result(results, "figure3", spectra)
+    write_result(results, "figure2", {"saturation_t_top10/eq8": cell(220.0), "saturation_t_top10/barlow": cell("inf")})
+    rows = run_check(results)
+    figure3 = by_cell(rows, "figure3")
+    assert figure3["lowest_condition_number"].status == "PASS"
+    assert figure3["highest_entropy"].status == "FAIL"
+    assert figure3["earliest_saturation"].status == "PASS"        # inf = never saturated
+    assert figure3["condition_number/frossl"].status == "NO-REFERENCE"  # not printed in the paper's text
+    assert by_cell(rows, "figure2")["eq8_saturates_first"].status == "PASS"
+    # a claim needing a value that is absent is MISSING, not PASS
+    del spectra["entropy/simclr"]
+    write_result(results, "figure3", spectra)
+    assert by_cell(run_check(results), "figure3")["highest_entropy"].status == "MISSING"
+    # a claim on non-comparable values is NOT-COMPARABLE
+    write_result(results, "figure2", {"saturation_t_top10/eq8": cell(220.0, False, "other settings"),
+                                      "saturation_t_top10/barlow": cell("inf")})
+    assert by_cell(run_check(results), "figure2")["eq8_saturates_first"].status == "NOT-COMPARABLE"
+
+
+def test_only_and_rows_filters(tmp_path):
+    results = tmp_path / "results"
+    write_result(results, "table2", {"cifar10/frossl": cell(92.8), "cifar10/frossl_nologs": cell(88.9)})
+    rows = run_check(results, only=["table2"], rows={"frossl", "frossl_nologs"})
+    assert {r.experiment for r in rows} == {"table2"}
+    assert {r.cell.split("/")[-1] for r in rows if "/" in r.cell} == {"frossl", "frossl_nologs"}
+    assert any(r.cell == "frossl_beats_nologs" and r.status == "MISSING" for r in rows)  # needs CIFAR-100, STL-10
+
+
+def test_short_profile_is_missing_until_measured_and_recorded(tmp_path):
+    results = tmp_path / "results"
+    write_result(results, "table2", {"cifar10/frossl": cell(88.0)}, profile="short")
+    rows = [r for r in run_check(results) if r.experiment == "table2[short]"]
+    assert rows and all(r.status == "MISSING" and r.paper is None for r in rows)
+    assert any(r.cell == "cifar10/frossl" and r.measured == 88.0 for r in rows)
+    # once a measured reference is recorded (expected/short/table2.yaml), the cell is checked
+    expected = tmp_path / "expected"
+    expected.mkdir()
+    for path in EXPECTED_DIR.glob("*.yaml"):
+        (expected / path.name).write_text(path.read_text())
+    (expected / "short").mkdir()
+    (expected / "short" / "table2.yaml").write_text(yaml.safe_dump({"experiment": "table2", "profile": "short", "cells": {
+        "cifar10/frossl": {"value": 88.4, "tolerance": 1.0, "command": "make table2 PROFILE=short",
+                           "hardware": "1x test GPU", "date": "2026-01-01"}}}))
+    rows = {r.cell: r for r in run_check(results, expected_dir=expected) if r.experiment == "table2[short]"}
+    assert rows["cifar10/frossl"].status == "PASS" and rows["cifar10/frossl"].paper == 88.4
+    assert rows["cifar10/simclr"].status == "MISSING"
+
+
+def test_shipped_short_references_are_measured_not_guessed():
+    for path in (EXPECTED_DIR / "short").glob("*.yaml"):
+        for name, entry in (yaml.safe_load(path.read_text()).get("cells") or {}).items():
+            assert entry.get("command") and entry.get("hardware") and entry.get("date"), (path, name)
+
+
+def test_transcription_of_tables_is_consistent():
+    specs = load_expected()
+    table2, table3 = specs["table2"], specs["table3"]
+    assert len(table2["cells"]) == 12 * 4 and len(table3["cells"]) == 11 * 5
+    for row in table2["rows"]:  # the paper's Average column is the mean of its three columns
+        values = [table2["cells"][f"{d}/{row}"]["paper"] for d in ("cifar10", "cifar100", "stl10")]
+        average = table2["cells"][f"average/{row}"]["paper"]
+        if None in values:
+            assert average is None
+        else:
+            assert abs(sum(values) / 3 - average) <= 0.051, (row, values, average)
+    assert table2["cells"]["cifar10/frossl"]["paper"] == 92.8
+    assert table2["cells"]["stl10/frossl_nologs"]["paper"] == 82.4
+    assert table3["cells"]["epoch3/frossl"]["paper"] == 44.8 and table3["cells"]["epoch100/simsiam"]["paper"] == 77.1
+    assert specs["figure4"]["cells"]["final_top5/barlow_twins"]["paper"] == 77.5
+    for spec in specs.values():  # every file states its source, metric, protocol and tolerance rationale
+        for key in ("title", "source", "metric", "protocol"):
+            assert spec.get(key), (spec["experiment"], key)
+        assert spec["tolerance"]["rationale"]

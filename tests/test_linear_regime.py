@@ -1,0 +1,82 @@
+"""Figure 2 on real CIFAR-10 (../shared/data; skipped when absent): eq. 8's eigenvalues saturate
+before the Barlow variant's, and the claim check gives a verdict; the saturation rules on
+synthetic curves; the accepted data layouts."""
+import json
+import math
+
+import numpy as np
+import pytest
+
+from repro import linear_regime
+from repro.linear_regime import Settings, load_cifar10_train, saturation, verdict
+from tests.conftest import SHARED_CIFAR
+
+needs_cifar = pytest.mark.skipif(not SHARED_CIFAR.exists(),
+                                 reason=f"real CIFAR-10 not available at {SHARED_CIFAR} (only on development/CI machines)")
+
+
+def curves(eigenvalue_rows, lr=0.5, every=10):
+    return {"t": [i * every * lr for i in range(len(eigenvalue_rows))], "loss": [1.0] * len(eigenvalue_rows),
+            "eigenvalues": eigenvalue_rows}
+
+
+def test_saturation_and_verdict_rules():
+    settings = Settings(lr=0.5, record_every=10)
+    fast = [[1e-6, 1e-6]] + [[1.0, 0.8]] * 19                   # flat from the second record (t = 5)
+    slow = [[1e-6, 1e-6]] * 10 + [[1.0, 0.9]] * 10              # jumps at record 10 (t = 50)
+    still_rising = [[1e-6, 10 ** (-6 + i / 4)] for i in range(20)]  # never flat: not saturated
+    s_fast, s_slow, s_rising = (saturation(curves(c), settings) for c in (fast, slow, still_rising))
+    assert s_fast["saturation_t_top"] == 5.0 and s_fast["saturation_step_top"] == 10
+    assert s_slow["saturation_t_top"] == 50.0
+    assert not s_rising["plateau"] and s_rising["saturation_t_top"] == math.inf
+    assert verdict({"eq8": s_fast, "barlow": s_slow})["status"] == "PASS"
+    assert verdict({"eq8": s_slow, "barlow": s_fast})["status"] == "FAIL"
+    assert verdict({"eq8": s_fast, "barlow": s_rising})["status"] == "PASS"     # Barlow never saturated
+    assert verdict({"eq8": s_rising, "barlow": s_fast})["status"] == "FAIL"
+
+
+@needs_cifar
+@pytest.mark.needs_data
+def test_figure2_on_real_cifar10_gives_a_verdict(tmp_path):
+    # the paper's 1024 images and model; t up to 1200 instead of 2500 keeps the test near 20 s
+    settings = Settings(t_max=1200.0, record_every=20)
+    result = linear_regime.run(SHARED_CIFAR, tmp_path, settings)
+    assert result["verdict"]["status"] in ("PASS", "FAIL") and result["verdict"]["detail"]
+    eq8, barlow = result["summary"]["eq8"], result["summary"]["barlow"]
+    assert result["verdict"]["status"] == "PASS", result["verdict"]
+    assert eq8["plateau"] and eq8["saturation_t_top"] < 400          # all ten jumps are over early
+    assert barlow["saturation_t_top"] > eq8["saturation_t_top"]
+    assert len(eq8["final_eigenvalues"]) == 10 and min(eq8["final_eigenvalues"]) > 0.3
+    assert eq8["final_loss"] < result["curves"]["eq8"]["loss"][0]
+    saved = json.loads((tmp_path / "figure2.json").read_text())
+    assert saved["verdict"] == result["verdict"] and (tmp_path / "figure2.png").stat().st_size > 10_000
+    assert "within a factor 0.5 of its final value" in saved["definition_saturated"]
+
+
+@needs_cifar
+@pytest.mark.needs_data
+def test_cifar10_layouts_give_the_same_images(cifar10_root, tmp_path):
+    """torchvision's pickle files and an image folder are read; the sample is seeded."""
+    from PIL import Image
+    images = load_cifar10_train(cifar10_root, 64, seed=1)
+    assert images.shape == (64, 32, 32, 3) and images.dtype == np.uint8
+    assert np.array_equal(images, load_cifar10_train(cifar10_root / "cifar-10-batches-py", 64, seed=1))
+    folder = tmp_path / "folder"
+    for i, image in enumerate(images):
+        (folder / "train" / f"class{i % 3}").mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / "train" / f"class{i % 3}" / f"{i:04d}.png")
+    assert load_cifar10_train(folder, 64, seed=0).shape == (64, 32, 32, 3)
+    with pytest.raises(Exception, match="no CIFAR-10 training images"):
+        load_cifar10_train(tmp_path / "empty", 10)
+
+
+@needs_cifar
+@pytest.mark.needs_data
+@pytest.mark.slow
+def test_figure2_defaults_full_run(tmp_path):
+    """The documented default run (t up to 2500, about 40 s on 2 cores): eq. 8 saturates ~5x earlier."""
+    result = linear_regime.run(SHARED_CIFAR, tmp_path)
+    eq8, barlow = result["summary"]["eq8"], result["summary"]["barlow"]
+    assert result["verdict"]["status"] == "PASS"
+    assert eq8["plateau"] and barlow["plateau"]
+    assert barlow["saturation_t_top"] > 3 * eq8["saturation_t_top"]

@@ -1,0 +1,135 @@
+"""The paper-experiment Make targets: `make -n` names the runs each would launch (torchrun when
+GPUS > 1) and runs nothing; a tiny end-to-end target writes results that `make check` reads and
+`make report` renders to HTML."""
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from repro.experiments import (ABLATION_ROWS, FIGURE3_ROWS, FIGURE4_ROWS, TABLE2_DATASETS, TABLE3_ROWS, TABLE_ROWS,
+                               config_path)
+from tests.conftest import ROOT, SHARED_CIFAR
+
+TARGETS = ["figure2", "table2", "table3", "ablation", "figure3", "figure4", "all"]
+# a digits-sized model: the tiny end-to-end runs take seconds on a CPU
+TINY = ("data.dataset=digits data.train_split=train data.augmentations=digits model.in_channels=1 "
+        "model.cifar_stem=true model.width=8 model.proj_hidden_dim=32 model.proj_output_dim=16 "
+        "data.batch_size=64 data.num_workers=0 device=cpu eval.probe_epochs=2 optim.warmup_epochs=0 "
+        "eval.knn_k=5 train.log_every=5")
+
+
+def make(*args, timeout=300):
+    env = {**os.environ, "MAKEFLAGS": ""}
+    return subprocess.run(["make", "--no-print-directory", *args, "SETUP=true"], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout, env=env)
+
+
+def expected_runs(target):
+    """(run name, config) pairs a target launches, as the planner names them."""
+    if target == "table2":
+        return [(f"{d}-{r}-seed0", config_path(d, r)) for d in TABLE2_DATASETS for r in TABLE_ROWS]
+    if target == "table3":
+        return [(f"stl10-{r}-seed0", config_path("stl10", r)) for r in TABLE3_ROWS]
+    if target == "ablation":
+        return [(f"{d}-{r}-seed0", config_path(d, r)) for d in TABLE2_DATASETS for r in ABLATION_ROWS]
+    if target == "figure3":
+        return [(f"figure3-stl10-{r}-seed0", config_path("stl10", r)) for r in FIGURE3_ROWS]
+    if target == "figure4":
+        return [(f"imagenet-{r}-seed0", config_path("imagenet", r)) for r in FIGURE4_ROWS]
+    return []
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_make_n_names_the_runs_and_runs_nothing(target, tmp_path):
+    out = tmp_path / "runs"
+    result = make("-n", target, f"OUT={out}", "GPUS=2")
+    assert result.returncode == 0, result.stdout + result.stderr
+    text = result.stdout
+    assert "--dry-run" in text and not out.exists()          # nothing trained, nothing written
+    runs = [r for t in (TARGETS[:-1] if target == "all" else [target]) for r in expected_runs(t)]
+    for name, config in runs:
+        if config.exists():  # written: the train command with torchrun for GPUS=2
+            line = next((ln for ln in text.splitlines() if f"name={name} " in ln and "repro.train" in ln), None)
+            assert line is not None, f"{target}: no train command for {name}\n{text}"
+            assert "torchrun" in line and "--nproc_per_node=2" in line and str(config.relative_to(ROOT)) in line
+        else:  # not written yet: named as MISSING, not an error
+            assert f"({name}): MISSING" in text, f"{target}: {name} neither planned nor MISSING\n{text}"
+    if target == "figure2":
+        assert "repro.linear_regime" in text
+    if target != "all":
+        assert "repro.check" in text
+
+
+def test_make_n_single_gpu_uses_plain_python(tmp_path):
+    result = make("-n", "table2", f"OUT={tmp_path}", "METHODS=frossl", "DATASETS=cifar10")
+    line = next(ln for ln in result.stdout.splitlines() if "repro.train" in ln)
+    assert "torchrun" not in line and "name=cifar10-frossl-seed0 " in line
+
+
+def test_make_n_figure4_refuses_a_gpu_count_that_does_not_split_224(tmp_path):
+    if not config_path("imagenet", "frossl").exists():
+        pytest.skip("repro/configs/imagenet/frossl.yaml not written yet")
+    result = make("-n", "figure4", f"OUT={tmp_path}", "GPUS=3")
+    assert result.returncode != 0 and "does not divide" in result.stderr
+
+
+def test_tiny_end_to_end_target_check_and_report(tmp_path):
+    """table2 (FroSSL, 'CIFAR-10' cell) and table3 on the digits for a few steps: results ->
+    `make check` (NOT-COMPARABLE, exit 0) -> `make report` (HTML)."""
+    out = tmp_path / "runs"
+    common = [f"OUT={out}", "PREPARE_DATA=none", "METHODS=frossl", f"OVERRIDES={TINY}"]
+    table2 = make("table2", "DATASETS=cifar10", "EPOCHS=1", "PROBE=cached", *common)
+    assert table2.returncode == 0, table2.stdout[-3000:] + table2.stderr[-3000:]
+    assert "NOT-COMPARABLE" in table2.stdout
+    results = sorted(p.name for p in (out / "results").glob("table2*.json"))
+    assert results == ["table2-e1-x" + results[0].split("-x")[1]], results
+    result = json.loads((out / "results" / results[0]).read_text())
+    cell = result["cells"]["cifar10/frossl"]
+    assert 0 < cell["value"] <= 100 and cell["comparable"] is False and "optim.epochs" in cell["reason"]
+    # re-running skips what is done
+    again = make("table2", "DATASETS=cifar10", "EPOCHS=1", "PROBE=cached", *common)
+    assert "trained (done), skipped" in again.stdout and "evaluated, skipped" in again.stdout
+    table3 = make("table3", "EPOCHS=3", *common)
+    assert table3.returncode == 0, table3.stdout[-3000:] + table3.stderr[-3000:]
+    assert "epoch3/frossl" in table3.stdout
+
+    check = make("check", f"OUT={out}")
+    assert check.returncode == 0, check.stdout + check.stderr
+    rows = [line.split() for line in check.stdout.splitlines()]
+    assert any(r[:2] == ["table2[EPOCHS=1,", "OVERRIDES#" + results[0].split("-x")[1][:6] + "]"]
+               and r[-1] == "NOT-COMPARABLE" for r in rows if len(r) > 3), check.stdout
+    assert any(r[0] == "table2" and r[1] == "cifar10/frossl" and r[-1] == "MISSING" for r in rows if len(r) > 3)
+    assert (out / "results" / "check.txt").exists() and (out / "results" / "check.json").exists()
+
+    report = make("report", f"OUT={out}", timeout=600)
+    assert report.returncode == 0, report.stdout + report.stderr
+    html = (out / "results" / "report.html").read_text()
+    assert "FroSSL reproduction report" in html and "NOT-COMPARABLE" in html and "Not measured yet" in html
+    assert "Traceback" not in html and "Environment" in html
+
+
+@pytest.mark.needs_data
+@pytest.mark.skipif(not SHARED_CIFAR.exists(), reason=f"real CIFAR-10 not available at {SHARED_CIFAR}")
+@pytest.mark.slow
+def test_make_figure2_end_to_end(tmp_path):
+    """`make figure2` on the real CIFAR-10 archive: PASS in the check, the PNG in the results."""
+    out = tmp_path / "runs"
+    result = make("figure2", f"OUT={out}", f"CIFAR10={SHARED_CIFAR}", timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "eq8_saturates_first" in result.stdout and "PASS" in result.stdout
+    assert (out / "results" / "figure2.png").exists()
+    report = make("report", f"OUT={out}", timeout=600)
+    assert report.returncode == 0 and "eq. 8 saturates at" in (out / "results" / "report.html").read_text()
+
+
+def test_gpu_count_must_divide_the_global_batch(tmp_path):
+    from repro.cli import UserError
+    from repro.experiments import Options, RunSpec, check_batch_split
+    config = tmp_path / "imagenet.yaml"
+    config.write_text("data:\n  batch_size: 224\n")
+    spec = RunSpec("figure4", "frossl", "imagenet", 0, config, "x", [], [])
+    check_batch_split([spec], Options(gpus=4))            # 4 x 56: the paper's split
+    with pytest.raises(UserError, match="does not divide"):
+        check_batch_split([spec], Options(gpus=3))
