@@ -393,6 +393,8 @@ def download(dataset: str, data_dir: str) -> None:
 class Runner:
     """Prints each command; runs it unless dry-run; remembers failures."""
 
+    poll_seconds = 5.0   # how often a run that must stop at an epoch is looked at
+
     def __init__(self, opts: Options):
         self.opts = opts
         self.failures: list[str] = []
@@ -423,7 +425,7 @@ class Runner:
                     process.wait()
                     print("# stopped with SIGTERM as planned (checkpoint kept; a later run resumes it)", flush=True)
                     return 0
-                time.sleep(5)
+                time.sleep(self.poll_seconds)
         except KeyboardInterrupt:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait()

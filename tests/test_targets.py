@@ -133,3 +133,21 @@ def test_gpu_count_must_divide_the_global_batch(tmp_path):
     check_batch_split([spec], Options(gpus=4))            # 4 x 56: the paper's split
     with pytest.raises(UserError, match="does not divide"):
         check_batch_split([spec], Options(gpus=3))
+
+
+def test_table3_runs_stop_cleanly_once_their_last_epoch_is_validated(tmp_path):
+    """Table 3 needs epochs <= 100 of a 500-epoch schedule: the run is ended with SIGTERM (the
+    trainer checkpoints) once that epoch's online validation is written; it resumes later."""
+    from repro.experiments import Options, Runner, RunSpec, online_by_epoch, train_command, train_state
+    opts = Options(out=tmp_path, data_dir="data")
+    spec = RunSpec("table", "frossl", "digits", 0, ROOT / "repro/configs/demo.yaml", "stop", [
+        "optim.epochs=40", "eval.online_eval_every=1", "model.width=8", "model.proj_hidden_dim=32",
+        "model.proj_output_dim=16", "data.batch_size=64"], [], stop_at_epoch=2)
+    runner = Runner(opts)
+    runner.poll_seconds = 0.2
+    run_dir = spec.run_dir(opts)
+    code = runner.run(train_command(spec, opts),
+                      stop_when=lambda: max(online_by_epoch(run_dir), default=0) >= spec.stop_at_epoch)
+    assert code == 0 and not runner.failures
+    assert 2 <= max(online_by_epoch(run_dir)) < 40 and (run_dir / "checkpoint.pt").exists()
+    assert not (run_dir / "pretrain.json").exists() and train_state(spec, opts) == "stopped"

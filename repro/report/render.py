@@ -138,7 +138,7 @@ def section(experiment: str, results_dir) -> HTML:
     specs = load_expected(EXPECTED_DIR)
     spec = specs[experiment]
     rows = [r for r in _check(results_dir) if r.experiment.split("[")[0] == experiment]
-    parts = [f"<p><b>{_e(spec['title'])}</b>. Source: {_e(spec['source'])}.</p>",
+    parts = [f"<p>Source: {_e(spec['source'])}.</p>",
              f"<p>Metric: {_e(spec.get('metric', ''))}</p>",
              f"<details><summary>Protocol and tolerance</summary><p>{_e(spec.get('protocol', ''))}</p>"
              f"<p>Tolerance: {_e((spec.get('tolerance') or {}).get('rationale', ''))}</p></details>"]
