@@ -185,12 +185,13 @@ def _pick(requested: tuple[str, ...], allowed: list[str], what: str) -> list[str
 def table_specs(opts: Options, rows: list[str], datasets: list[str], *, stop_table3: bool = False) -> list[RunSpec]:
     """The runs of Tables 2/3 (shared: Table 3 reads the STL-10 runs' online validations)."""
     specs = []
-    experiment = "table3" if datasets == ["stl10"] and stop_table3 else "table2"
     for dataset in datasets:
         for row in rows:
             for seed in opts.seeds:
                 reference = ["eval.online_eval_every=1"] if dataset == "stl10" else []  # Table 3: every epoch
-                epochs = profile_epochs(experiment, dataset, opts.profile)
+                # a profile's epochs for this dataset (Table 2's short profile: CIFAR-10, Table 3's: STL-10)
+                epochs = profile_epochs("table2", dataset, opts.profile) or profile_epochs("table3", dataset,
+                                                                                           opts.profile)
                 if epochs is not None:
                     reference.append(f"optim.epochs={epochs}")
                 standard = list(reference)
@@ -801,7 +802,11 @@ def run_target(target: str, opts: Options) -> int:
     if target == "all":
         code = 0
         for sub in ("figure2", "table2", "table3", "figure3", "figure4"):
-            code |= run_target(sub, opts)
+            sub_opts = _narrow(sub, opts)
+            if sub_opts is None:
+                runner.say(f"{sub}: nothing selected by METHODS/DATASETS/PROFILE, skipped")
+                continue
+            code |= run_target(sub, sub_opts)
         runner.say("the full check, then the report")
         code |= runner.run([opts.python, "-m", "repro.check", "--results", str(opts.results)]) != 0
         runner.run([opts.python, "-m", "repro.report", "--results", str(opts.results)])
@@ -837,6 +842,19 @@ def run_target(target: str, opts: Options) -> int:
     if runner.failures:
         print("# failed steps:\n" + "\n".join(f"#   {f}" for f in runner.failures), flush=True)
     return int(bool(code or runner.failures))
+
+
+def _narrow(target: str, opts: Options) -> Options | None:
+    """`all` with METHODS/DATASETS: keep what applies to this target (None: nothing applies)."""
+    if opts.profile != "paper" and target in ("figure2", "figure3"):
+        return None
+    rows = {"table2": TABLE_ROWS, "table3": TABLE3_ROWS, "figure3": FIGURE3_ROWS, "figure4": FIGURE4_ROWS}.get(target)
+    datasets = {"table2": TABLE2_DATASETS, "table3": ["stl10"], "figure3": ["stl10"], "figure4": ["imagenet"]}.get(target)
+    methods = tuple(m for m in opts.methods if rows is None or m in rows)
+    chosen = tuple(d for d in opts.datasets if datasets is None or d in datasets)
+    if (opts.methods and rows is not None and not methods) or (opts.datasets and datasets and not chosen):
+        return None
+    return replace(opts, methods=methods, datasets=chosen if target in ("table2", "table3") else ())
 
 
 def check_batch_split(specs: list[RunSpec], opts: Options) -> None:

@@ -159,3 +159,31 @@ def test_transcription_of_tables_is_consistent():
         for key in ("title", "source", "metric", "protocol"):
             assert spec.get(key), (spec["experiment"], key)
         assert spec["tolerance"]["rationale"]
+
+
+def test_record_stores_measured_short_values_with_provenance(tmp_path, monkeypatch):
+    """`python -m repro.experiments record table2 --profile short` turns comparable measured
+    short-profile cells into the reference, with command, hardware and date; then they are checked."""
+    from repro import experiments
+    from repro.experiments import Options, record_short
+    expected = tmp_path / "expected"
+    expected.mkdir()
+    for path in EXPECTED_DIR.glob("*.yaml"):
+        (expected / path.name).write_text(path.read_text())
+    monkeypatch.setattr(experiments, "EXPECTED_DIR", expected)
+    out = tmp_path / "runs"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / "table2-short.json").write_text(json.dumps({
+        "experiment": "table2", "profile": "short", "variant": "", "created": "2026-11-25T00:00:00+00:00",
+        "environment": {"gpu": "NVIDIA H100", "gpu_count": 1, "torch": "2.x", "cuda": "13.0", "git_commit": "abc"},
+        "cells": {"cifar10/frossl": cell(88.04), "cifar10/vicreg": cell(80.0, False, "optim.lr differs")}}))
+    with pytest.raises(Exception, match="short-profile result"):
+        record_short("table2", Options(out=out))                     # the paper profile: refused
+    path = record_short("table2", Options(out=out, profile="short"))
+    recorded = yaml.safe_load(path.read_text())["cells"]
+    assert list(recorded) == ["cifar10/frossl"]                      # only comparable cells
+    entry = recorded["cifar10/frossl"]
+    assert entry["value"] == 88.04 and entry["hardware"].startswith("1x NVIDIA H100") and entry["date"] == "2026-11-25"
+    assert "PROFILE=short" in entry["command"]
+    rows = {r.cell: r for r in run_check(out / "results", expected_dir=expected) if r.experiment == "table2[short]"}
+    assert rows["cifar10/frossl"].status == "PASS" and rows["cifar10/vicreg"].status == "MISSING"
