@@ -137,7 +137,6 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    import ffcv  # noqa: F401 - version of the build in use
     from importlib.metadata import version
 
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),

@@ -473,8 +473,11 @@ def comparable(spec: RunSpec, opts: Options) -> tuple[bool, str]:
     the reference is the paper's setting (the short profile's for PROFILE=short)."""
     from repro.config import diff, load_config
     run_dir = spec.run_dir(opts)
-    saved = load_config(run_dir / "config.yaml")
-    reference = load_config(spec.config, spec.reference)
+    try:
+        saved = load_config(run_dir / "config.yaml")
+        reference = load_config(spec.config, spec.reference)
+    except UserError as err:  # e.g. a config or method renamed since the run
+        return False, f"config cannot be compared ({err})"
     changes = [c for c in diff(reference, saved)
                if not any(c.split(":")[0] == k or c.startswith(k + ".") for k in NON_SEMANTIC)]
     if changes:
@@ -900,6 +903,10 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
         raise UserError(f"GPUS, SEEDS, EPOCHS and the spectra interval must be integers ({err})") from None
     if gpus < 1 or (epochs is not None and epochs < 1):
         raise UserError("GPUS and EPOCHS must be >= 1")
+    if Path.cwd().resolve() != ROOT:  # commands run in the repository: paths given elsewhere become absolute
+        for key in ("out", "data_dir", "imagenet_dir", "cifar10"):
+            if getattr(args, key):
+                setattr(args, key, str(Path(getattr(args, key)).resolve()))
     opts = Options(out=Path(args.out), data_dir=args.data_dir, imagenet_dir=args.imagenet_dir, cifar10=args.cifar10,
                    gpus=gpus, methods=tuple(_words(args.methods)), datasets=tuple(_words(args.datasets)),
                    seeds=seeds, epochs=epochs, profile=args.profile, probe=args.probe,

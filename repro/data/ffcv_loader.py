@@ -168,18 +168,6 @@ def inspect_beton(path: str | Path, rebuild: str = "") -> dict:
 
 # ---- the compiled crop stage -----------------------------------------------------------------------
 
-def _compiled_kernels():
-    """numba kernels, compiled on first use (numba imports only where FFCV is used)."""
-    global _KERNELS
-    if _KERNELS is None:
-        from repro.data import _ffcv_kernels
-        _KERNELS = _ffcv_kernels
-    return _KERNELS
-
-
-_KERNELS = None
-
-
 class EpochKey:
     """The current epoch's random key, read by the compiled crop stage at every batch."""
 
@@ -226,9 +214,9 @@ def _two_crops_decoder_class():
                     (AllocationQuery(shape, dtype), AllocationQuery((max_height * max_width * 3,), dtype)))
 
         def generate_code(self):
-            kernels = _compiled_kernels()
-            crop_views = kernels.crop_views
             from numba import objmode
+
+            from repro.data._ffcv_kernels import crop_views  # numba loads only where FFCV is used
 
             mem_read = self.memory_read
             my_range = Compiler.get_iterator()
