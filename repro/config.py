@@ -48,6 +48,7 @@ class ModelConfig:
     in_channels: int = 3
     proj_hidden_dim: int = 2048
     proj_output_dim: int = 1024
+    pred_hidden_dim: int = 0          # predictor hidden width (BYOL 4096, SimSiam 512); unused by other methods
     channels_last: bool = True        # applied on CUDA only
 
 
@@ -63,6 +64,7 @@ class OptimConfig:
     warmup_epochs: float = 10.0
     warmup_start_lr: float = 3e-5     # not scaled by batch size
     min_lr: float = 0.0               # not scaled by batch size
+    restart_epochs: float = 0.0       # >0: the cosine restarts every N epochs (SGDR, T_mult 1; Figure 4: 15)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,8 @@ class EvalConfig:
     probe_momentum: float = 0.9
     probe_weight_decay: float = 0.0
     probe_milestones: tuple[int, ...] = (60, 80)
+    probe_gamma: float = 0.1          # the probe lr is multiplied by this at each milestone
+    probe_optimizer: str = "sgd"      # sgd (small datasets) | adam (ImageNet, Figure 4; probe_momentum unused)
     probe_batch_size: int = 256
     knn_k: int = 200
     knn_temperature: float = 0.1
@@ -268,6 +272,7 @@ def validate(cfg: Config) -> None:
     _choice("data.loader", cfg.data.loader, ("auto", "ffcv", "torchvision"))
     _choice("optim.name", cfg.optim.name, ("lars", "sgd", "adam"))
     _choice("eval.probe", cfg.eval.probe, ("full", "cached"))
+    _choice("eval.probe_optimizer", cfg.eval.probe_optimizer, ("sgd", "adam"))
     _choice("train.precision", cfg.train.precision, ("auto", "fp32", "bf16"))
     _choice("model.backbone", cfg.model.backbone, ("resnet18",))
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
@@ -277,12 +282,13 @@ def validate(cfg: Config) -> None:
                        ("model.in_channels", cfg.model.in_channels),
                        ("model.proj_hidden_dim", cfg.model.proj_hidden_dim),
                        ("model.proj_output_dim", cfg.model.proj_output_dim),
-                       ("eval.probe_batch_size", cfg.eval.probe_batch_size),
+                       ("eval.probe_batch_size", cfg.eval.probe_batch_size), ("eval.probe_gamma", cfg.eval.probe_gamma),
                        ("eval.knn_k", cfg.eval.knn_k), ("train.log_every", cfg.train.log_every)]:
         _positive(key, value)
     for key, value in [("data.subset", cfg.data.subset), ("data.image_size", cfg.data.image_size),
                        ("optim.weight_decay", cfg.optim.weight_decay),
                        ("optim.warmup_epochs", cfg.optim.warmup_epochs),
+                       ("optim.restart_epochs", cfg.optim.restart_epochs),
                        ("eval.probe_epochs", cfg.eval.probe_epochs),
                        ("eval.online_eval_every", cfg.eval.online_eval_every),
                        ("train.spectra_every", cfg.train.spectra_every)]:

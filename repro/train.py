@@ -161,6 +161,9 @@ def train(cfg: Config) -> dict:
     run_dir = cfg.run_dir
     total_steps = cfg.optim.epochs * steps_per_epoch
     warmup_steps = round(cfg.optim.warmup_epochs * steps_per_epoch)
+    # SGDR cycle length (Figure 4: 15 epochs); at least one step when on, 0 = a single cosine
+    restart_steps = (max(1, round(cfg.optim.restart_epochs * steps_per_epoch))
+                     if cfg.optim.restart_epochs > 0 else 0)
 
     # ---- model, online classifier, optimizer ---------------------------------------------
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
@@ -226,16 +229,19 @@ def train(cfg: Config) -> dict:
                     views = [v.contiguous(memory_format=torch.channels_last) for v in views]
                 labels = labels.to(device, non_blocking=True)
                 lr = set_lr(optimizer, step, total_steps=total_steps, warmup_steps=warmup_steps,
-                            warmup_start_lr=cfg.optim.warmup_start_lr, min_lr=cfg.optim.min_lr)
+                            warmup_start_lr=cfg.optim.warmup_start_lr, min_lr=cfg.optim.min_lr,
+                            restart_steps=restart_steps)
 
                 # randomness inside a method (e.g. W-MSE's sub-batches): a function of (seed, rank, step)
                 torch.manual_seed(cfg.seed * 1_000_003 + step * 1_009 + env.rank)
+                method.set_progress(step, steps_per_epoch, total_steps)   # schedules inside the method
                 with autocast_ctx:
                     loss, terms = forward(views, labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                method.after_backward()   # e.g. frozen prototypes: their gradient is dropped
                 optimizer.step()
-                method.after_step(step, total_steps)
+                method.after_step()       # e.g. momentum encoders follow the online networks
                 step += 1
                 if spectra:
                     spectra.after_step(step)
