@@ -23,6 +23,11 @@ form): linear from warmup_start_lr at step 0 to base_lr at step warmup_steps - 1
 min_lr + (base_lr - min_lr) * (1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2,
 which is base_lr again at step warmup_steps and min_lr at total_steps. Learning rates are given per
 256 images and scaled by batch / 256 (`scale_lr`); warmup_start_lr and min_lr are not scaled.
+With restart_steps = R > 0 the cosine restarts every R steps after the warmup (SGDR, "SGDR:
+Stochastic Gradient Descent with Warm Restarts", I. Loshchilov, F. Hutter, 2017, arXiv:1608.03983,
+with T_mult = 1; torch's CosineAnnealingWarmRestarts(T_0=R, eta_min=min_lr) stepped every step):
+min_lr + (base_lr - min_lr) * (1 + cos(pi * ((step - warmup_steps) mod R) / R)) / 2, each cycle from
+base_lr down towards min_lr; the warmup, if any, happens once, at the very start (Figure 4's recipe).
 """
 from __future__ import annotations
 
@@ -128,21 +133,28 @@ def scale_lr(lr: float, batch_size: int) -> float:
 
 
 def warmup_cosine_lr(step: int, *, base_lr: float, total_steps: int, warmup_steps: float,
-                     warmup_start_lr: float = 3e-5, min_lr: float = 0.0) -> float:
+                     warmup_start_lr: float = 3e-5, min_lr: float = 0.0, restart_steps: int = 0) -> float:
     """Learning rate at optimizer step `step` (0-based), solo-learn's linear warmup + cosine.
 
+    restart_steps > 0: the cosine restarts from base_lr every restart_steps steps after the
+    warmup (SGDR with T_mult = 1, see the module docstring); 0: one cosine to total_steps.
     Steps past total_steps stay at min_lr (solo-learn's scheduler would rise again).
     """
     if step < warmup_steps:
         if warmup_steps <= 1:
             return warmup_start_lr
         return warmup_start_lr + step * (base_lr - warmup_start_lr) / (warmup_steps - 1)
+    if restart_steps > 0:
+        if step >= total_steps:
+            return min_lr
+        progress = ((step - warmup_steps) % restart_steps) / restart_steps
+        return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
     progress = min(1.0, (step - warmup_steps) / max(1.0, total_steps - warmup_steps))
     return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
 def set_lr(optimizer: torch.optim.Optimizer, step: int, *, total_steps: int, warmup_steps: float,
-           warmup_start_lr: float = 3e-5, min_lr: float = 0.0) -> float:
+           warmup_start_lr: float = 3e-5, min_lr: float = 0.0, restart_steps: int = 0) -> float:
     """Set every group's lr for `step` from its own group["base_lr"]; returns the first group's lr.
 
     Groups with fixed_lr=True keep their base_lr (solo-learn's `static_lr`, e.g. SimSiam's predictor).
@@ -153,7 +165,7 @@ def set_lr(optimizer: torch.optim.Optimizer, step: int, *, total_steps: int, war
         else:
             group["lr"] = warmup_cosine_lr(step, base_lr=group["base_lr"], total_steps=total_steps,
                                            warmup_steps=warmup_steps, warmup_start_lr=warmup_start_lr,
-                                           min_lr=min_lr)
+                                           min_lr=min_lr, restart_steps=restart_steps)
     return optimizer.param_groups[0]["lr"]
 
 

@@ -240,6 +240,61 @@ def test_set_lr_uses_each_groups_base_lr_and_keeps_fixed_groups():
     assert [g["base_lr"] for g in optimizer.param_groups] == [0.4, 0.1, 0.05]   # never overwritten
 
 
+def _old_warmup_cosine(step, *, base_lr, total_steps, warmup_steps, warmup_start_lr, min_lr):
+    """The schedule as it was before restart_steps existed, written out again (the reference)."""
+    if step < warmup_steps:
+        return warmup_start_lr + step * (base_lr - warmup_start_lr) / (warmup_steps - 1)
+    progress = min(1.0, (step - warmup_steps) / max(1.0, total_steps - warmup_steps))
+    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
+
+
+def test_no_restarts_is_bit_identical_to_the_single_cosine():
+    for step in range(1200):
+        reference = _old_warmup_cosine(step, **SCHEDULE)
+        assert warmup_cosine_lr(step, **SCHEDULE) == reference
+        assert warmup_cosine_lr(step, **SCHEDULE, restart_steps=0) == reference
+
+
+@pytest.mark.parametrize("warmup_steps", [0, 7])
+def test_restarts_follow_torchs_cosine_annealing_warm_restarts(warmup_steps):
+    # torch's SGDR (T_mult = 1) stepped once per optimizer step after the warmup is the oracle
+    base_lr, min_lr, restart, total = 0.02, 1e-4, 15, 100 + warmup_steps
+    weight = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.SGD([weight], lr=base_lr)
+    oracle = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(optimizer, T_0=restart, eta_min=min_lr)
+    ours = dict(base_lr=base_lr, total_steps=total, warmup_steps=warmup_steps, warmup_start_lr=3e-5,
+                min_lr=min_lr, restart_steps=restart)
+    restarts = 0
+    for step in range(warmup_steps, total):
+        assert warmup_cosine_lr(step, **ours) == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-12, abs=1e-15)
+        restarts += warmup_cosine_lr(step, **ours) == pytest.approx(base_lr, rel=1e-12)
+        optimizer.step()
+        oracle.step()
+    assert restarts == 7                    # steps 0, 15, ..., 90 after the warmup: 100 / 15 cycles, started
+    # the warmup happens once, at the start, exactly as without restarts
+    for step in range(warmup_steps):
+        assert warmup_cosine_lr(step, **ours) == warmup_cosine_lr(step, **{**ours, "restart_steps": 0})
+    assert warmup_cosine_lr(total, **ours) == min_lr and warmup_cosine_lr(total + 5, **ours) == min_lr
+
+
+def test_restart_cycle_values_written_out():
+    # one cycle of 4 steps, no warmup: base, mid-way above, half, mid-way below, then base again
+    lrs = [warmup_cosine_lr(step, base_lr=1.0, total_steps=12, warmup_steps=0, min_lr=0.0, restart_steps=4)
+           for step in range(12)]
+    cycle = [1.0, (1 + math.sqrt(0.5)) / 2, 0.5, (1 - math.sqrt(0.5)) / 2]
+    assert lrs == pytest.approx(cycle * 3, rel=1e-12, abs=1e-15)
+
+
+def test_set_lr_passes_restart_steps_to_every_scheduled_group():
+    backbone, classifier = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    optimizer = build_optimizer("sgd", [{"params": [backbone]}, {"params": [classifier], "lr": 0.1}],
+                                lr=0.4, weight_decay=0.0)
+    schedule = dict(total_steps=100, warmup_steps=0, warmup_start_lr=3e-5, min_lr=0.0)
+    assert set_lr(optimizer, 30, **schedule, restart_steps=30) == pytest.approx(0.4)     # a restart
+    assert optimizer.param_groups[1]["lr"] == pytest.approx(0.1)
+    assert set_lr(optimizer, 30, **schedule) == pytest.approx(0.4 * (1 + math.cos(math.pi * 0.3)) / 2)
+
+
 def test_scale_lr():
     assert scale_lr(0.3, 256) == pytest.approx(0.3)
     assert scale_lr(0.3, 512) == pytest.approx(0.6)

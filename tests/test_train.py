@@ -126,3 +126,20 @@ def test_corrupt_checkpoint_is_a_clear_error_and_left_alone(tmp_path):
     assert result.returncode == 2
     assert "cannot be read" in result.stderr and "delete it" in result.stderr
     assert (cfg.run_dir / "checkpoint.pt").read_bytes() == b"not a checkpoint"
+
+
+def test_trainer_restarts_the_cosine_every_restart_epochs(tmp_path):
+    # the CPU demo's digits: 1,297 training images / batch 256 = 5 steps per epoch; restarts every epoch
+    from repro.optim import scale_lr, warmup_cosine_lr
+
+    cfg = load_config(ROOT / "repro/configs/demo.yaml", [
+        f"out_dir={tmp_path}", "name=sgdr", "model.width=8", "model.proj_hidden_dim=64", "model.proj_output_dim=64",
+        "optim.epochs=3", "optim.warmup_epochs=0", "optim.restart_epochs=1", "train.log_every=1"])
+    train(cfg)
+    records = [r for r in read_metrics(cfg.run_dir) if "lr" in r]
+    assert [r["step"] for r in records] == list(range(1, 16))
+    base_lr = scale_lr(cfg.optim.lr, cfg.data.batch_size)
+    expected = [warmup_cosine_lr(r["step"] - 1, base_lr=base_lr, total_steps=15, warmup_steps=0,
+                                 min_lr=cfg.optim.min_lr, restart_steps=5) for r in records]
+    assert [r["lr"] for r in records] == pytest.approx(expected, rel=1e-12)
+    assert [r["lr"] for r in records][::5] == pytest.approx([base_lr] * 3, rel=1e-12)   # each epoch restarts
