@@ -10,6 +10,7 @@ saved in the run folder (`config.yaml`) and compared on resume.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -23,6 +24,18 @@ from repro.cli import UserError
 
 class ConfigError(UserError):
     pass
+
+
+class YamlLoader(yaml.SafeLoader):
+    """YAML with 1.2's floats: `1e-4` is a number (YAML 1.1, PyYAML's default, reads it as text)."""
+
+
+YamlLoader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+$"),
+                                 list("-+0123456789."))
+
+
+def read_yaml_text(text: str):
+    return yaml.load(text, Loader=YamlLoader)
 
 
 @dataclass(frozen=True)
@@ -179,7 +192,7 @@ def parse_overrides(overrides: list[str]) -> dict:
             raise ConfigError(f"override '{item}' is not key=value (example: optim.lr=0.1)")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
+            value = read_yaml_text(raw) if raw != "" else ""
         except yaml.YAMLError as err:
             raise ConfigError(f"override '{item}': value is not valid YAML ({err.problem})") from None
         node = tree
@@ -213,7 +226,7 @@ def read_yaml(path: str | Path) -> dict:
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found (configs live in repro/configs/)")
     try:
-        values = yaml.safe_load(path.read_text()) or {}
+        values = read_yaml_text(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"config file '{path}' is not valid YAML: {err}") from None
     if not isinstance(values, dict):

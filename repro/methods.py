@@ -486,10 +486,13 @@ class DINO(MomentumMethod):
         self.head = DINOHead(self.backbone.num_features, cfg.model.proj_hidden_dim, cfg.model.proj_output_dim,
                              self.args["num_prototypes"], use_bn=self.args["use_bn_in_head"],
                              norm_last_layer=self.args["norm_last_layer"])
-        self.projector = self.head.projector
         self.momentum_backbone = momentum_copy(self.backbone)
         self.momentum_head = momentum_copy(self.head)
         self.register_buffer("center", torch.zeros(1, self.args["num_prototypes"]))
+
+    @property
+    def projector(self) -> nn.Module:   # the embedding before the prototypes (Figure 3's tracking)
+        return self.head.projector
 
     def teacher_temperature(self) -> float:
         warmup, final = self.args["warmup_teacher_temperature"], self.args["teacher_temperature"]

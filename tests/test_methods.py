@@ -1,6 +1,7 @@
 """The methods of Tables 2-3 around their losses: heads, momentum encoders, queues, prototypes,
 schedules, and the one-word switch `method=...` (the losses themselves: test_losses_baselines.py)."""
 import copy
+import json
 import math
 
 import pytest
@@ -236,3 +237,52 @@ def test_corinfomax_running_estimates_are_state_that_a_checkpoint_restores():
     restored = tiny_method("corinfomax")
     restored.load_state_dict(method.state_dict())
     assert torch.equal(restored.covariance2, method.covariance2) and restored.mean1.dtype == torch.float64
+
+
+# ---- every method trains on real CIFAR-10 and resumes exactly ---------------------------------
+
+# the method's own CIFAR-10 config (optimizer, lr, loss hyper-parameters, augmentations), shrunk:
+# a ResNet18 of width 8, small heads and queues, 2 epochs x 25 steps of batch 32
+SHRINK = ["model.width=8", "model.proj_hidden_dim=256", "model.proj_output_dim=64", "model.pred_hidden_dim=64",
+          "data.num_workers=0", "data.subset=800", "data.batch_size=32", "optim.epochs=2", "optim.warmup_epochs=0.2",
+          "eval.online_eval_every=0", "train.log_every=5"]
+SHRINK_LOSS = {"mocov2plus": ["loss.queue_size=256"], "swav": ["loss.queue_size=64", "loss.queue_start_epoch=1"],
+               "wmse": ["model.proj_output_dim=16", "loss.whitening_size=32"]}
+
+
+@pytest.mark.needs_data
+@pytest.mark.parametrize("name", sorted(set(METHODS) - {"frossl"}))   # FroSSL: tests/test_train.py
+def test_every_method_learns_50_steps_on_real_cifar10_and_resumes_bit_identically(
+        name, cifar10_root, accept_rebuilt_cifar, tmp_path, monkeypatch):
+    from repro import train as train_module
+    from repro.train import train
+
+    def config(run):
+        return load_config(ROOT / "repro/configs/cifar10" / f"{name}.yaml",
+                           [f"data.root={cifar10_root}", f"out_dir={tmp_path}", f"name={run}", "device=cpu",
+                            *SHRINK, *SHRINK_LOSS.get(name, [])])
+
+    straight = config("straight")
+    summary = train(straight)
+    records = [json.loads(line) for line in (straight.run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert summary["steps"] == 50 and len(losses) == 10 and all(math.isfinite(v) for v in losses)
+    assert sum(losses[-2:]) / 2 < losses[0], losses
+
+    crashing = config("crashing")
+    real_save = train_module.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt("simulated crash after the first checkpoint")
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train(crashing)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    train(crashing)   # the same command again resumes after epoch 1
+    a, b = (torch.load(c.run_dir / "checkpoint.pt", weights_only=True) for c in (straight, crashing))
+    for part in ("method", "classifier"):
+        assert a[part].keys() == b[part].keys()
+        differing = [k for k in a[part] if not torch.equal(a[part][k], b[part][k])]
+        assert not differing, differing[:5]
