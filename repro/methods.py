@@ -478,7 +478,7 @@ class DINO(MomentumMethod):
     extra_args = {"teacher_temperature": 0.07, "warmup_teacher_temperature": 0.04,
                   "warmup_teacher_temperature_epochs": 0, "num_prototypes": 4096, "center_momentum": 0.9,
                   "base_momentum": 0.9995, "final_momentum": 1.0, "freeze_last_layer_epochs": 1,
-                  "norm_last_layer": False, "use_bn_in_head": True}
+                  "norm_last_layer": True, "use_bn_in_head": False}
     momentum_pairs = (("backbone", "momentum_backbone"), ("head", "momentum_head"))
 
     def __init__(self, cfg):
