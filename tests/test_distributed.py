@@ -74,3 +74,34 @@ def test_more_processes_than_gpus_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
     with pytest.raises(UserError, match="no CUDA GPU"):
         resolve_device("cuda")
+
+
+def _method_worker(rank, world, init_file, out_dir, method_name, gather):
+    import repro.methods as methods
+    from tests.test_methods import tiny_method, views
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    seen = []
+    loss_fn = methods.METHODS[method_name].loss_fn
+
+    def recording(z1, z2, *args, **kwargs):
+        seen.append(z1.shape[0])
+        return loss_fn(z1, z2, *args, **kwargs)
+
+    methods.METHODS[method_name].loss_fn = staticmethod(recording)
+    methods.frossl_loss = recording
+    method = tiny_method(method_name, f"train.gather_embeddings={str(gather).lower()}")
+    method.set_progress(0, 10, 100)
+    x = [v[rank * 12:(rank + 1) * 12] for v in views()]   # each rank's shard of the 24 images
+    method(x)
+    torch.save(seen, os.path.join(out_dir, f"seen{rank}.pt"))
+    dist.destroy_process_group()
+
+
+@pytest.mark.parametrize("name", ["frossl", "vicreg"])
+@pytest.mark.parametrize("gather", [True, False])
+def test_the_method_loss_sees_the_global_batch_only_with_gather_embeddings(tmp_path, name, gather):
+    mp.start_processes(_method_worker, args=(2, str(tmp_path / "init"), str(tmp_path), name, gather), nprocs=2,
+                       start_method="spawn")
+    for rank in range(2):
+        assert torch.load(tmp_path / f"seen{rank}.pt") == [24 if gather else 12]

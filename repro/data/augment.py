@@ -48,10 +48,12 @@ AUGMENTATION_SETS: dict[str, tuple[ViewAugment, ViewAugment]] = {
                            flip_prob=0.0),) * 2,
 }
 
-# Normalisation statistics (solo-learn's): CIFAR's own, ImageNet's for the rest.
+# Normalisation statistics (solo-learn@9187ea3 solo/data/pretrain_dataloader.py): CIFAR's own,
+# CIFAR-10's (rounded) for STL-10 as solo-learn does, ImageNet's for the rest.
 MEAN_STD = {
     "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)),
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
+    "stl10": ((0.4914, 0.4823, 0.4466), (0.247, 0.243, 0.261)),
     "digits": ((0.5,), (0.5,)),
 }
 IMAGENET_MEAN_STD = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
