@@ -44,6 +44,7 @@ from repro.cli import UserError, run_cli
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
+DEFAULT_CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "frossl" / "cifar10-bench"
 AUGMENTATIONS = "symmetric"  # solo-learn's full CIFAR set (SimCLR, SwAV; FroSSL in the authors' fork)
 
 
@@ -75,6 +76,20 @@ def cifar_from_archive(archive: Path, cache: Path) -> Path:
     return cache
 
 
+def cifar_root(root: str | Path | None, cache: Path = DEFAULT_CACHE) -> Path:
+    """A folder holding cifar-10-batches-py: the user's, or the real CIFAR-10 decoded from the shared
+    archive into `cache` (development and CI machines)."""
+    if root:
+        root = Path(root)
+        if not (root / "cifar-10-batches-py").is_dir():
+            raise UserError(f"'{root / 'cifar-10-batches-py'}' not found: pass --root DATA_DIR holding CIFAR-10")
+        return root
+    if SHARED_CIFAR.exists():
+        return cifar_from_archive(SHARED_CIFAR, cache)
+    raise UserError(f"no --root given and {SHARED_CIFAR} is absent: pass --root DATA_DIR holding "
+                    f"cifar-10-batches-py")
+
+
 def time_epochs(epochs, warmup: int, timed: int, batches: int) -> dict:
     """Iterate `epochs(e)` (a fresh iterator per epoch); report the timed epochs' batches/s."""
     warm_start = time.perf_counter()
@@ -96,15 +111,34 @@ def time_epochs(epochs, warmup: int, timed: int, batches: int) -> dict:
             "images_per_s": round(counts * labels.shape[0] / seconds, 1), "warmup_s": round(warmup_s, 1)}
 
 
+def accept_rebuilt_cifar() -> None:
+    """The files decoded from the JPEG archive are not the originals: let torchvision accept them
+    (its md5 check); everything else runs as for a user."""
+    from torchvision import datasets
+
+    datasets.CIFAR10._check_integrity = lambda self: True
+    datasets.cifar.check_integrity = lambda *args: True
+
+
+def write_cifar_beton(root: Path) -> Path:
+    """<root>/ffcv/cifar10_train.beton through the project's converter (idempotent: a verified file
+    is kept), in its own process (ffcv's writer forks; see data_prep/common.py)."""
+    from repro.data.ffcv_loader import beton_path
+
+    result = subprocess.run([sys.executable, "-m", "data_prep.write_cifar", "--dataset", "cifar10",
+                             "--root", str(root), "--splits", "train"], cwd=ROOT, capture_output=True, text=True)
+    if result.returncode:
+        raise UserError(f"converting CIFAR-10 failed: {result.stderr.strip().splitlines()[-1]}")
+    return beton_path(root, "cifar10", "train")
+
+
 def torchvision_epochs(root: Path, batch_size: int, workers: int):
     from torch.utils.data import DataLoader
     from torchvision import datasets
 
     from repro.data.augment import TwoViews
 
-    # the rebuilt files are not the originals: accept them (everything else as for a user)
-    datasets.CIFAR10._check_integrity = lambda self: True
-    datasets.cifar.check_integrity = lambda *args: True
+    accept_rebuilt_cifar()
     dataset = datasets.CIFAR10(str(root), train=True, transform=TwoViews(AUGMENTATIONS, 32, "cifar10"))
 
     def epochs(epoch: int):
@@ -115,14 +149,9 @@ def torchvision_epochs(root: Path, batch_size: int, workers: int):
 
 
 def ffcv_epochs(root: Path, batch_size: int, workers: int):
-    from repro.data.ffcv_loader import FFCVTwoViewLoader, beton_path
+    from repro.data.ffcv_loader import FFCVTwoViewLoader
 
-    path = beton_path(root, "cifar10", "train")
-    # the converter runs in its own process (ffcv's writer forks; see data_prep/common.py)
-    result = subprocess.run([sys.executable, "-m", "data_prep.write_cifar", "--dataset", "cifar10",
-                             "--root", str(root), "--splits", "train"], cwd=ROOT, capture_output=True, text=True)
-    if result.returncode:
-        raise UserError(f"converting CIFAR-10 failed: {result.stderr.strip().splitlines()[-1]}")
+    path = write_cifar_beton(root)
     loader = FFCVTwoViewLoader(path, dataset="cifar10", augmentations=AUGMENTATIONS, image_size=32,
                                batch_size=batch_size, seed=0, num_workers=workers, device="cpu")
     return loader.epoch, len(loader.dataset)
@@ -149,8 +178,7 @@ def main(argv: list[str]) -> int:
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--root", default=None,
                         help="folder holding cifar-10-batches-py (default: decoded from the shared archive)")
-    parser.add_argument("--cache", default=str(Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-                                               / "frossl" / "cifar10-bench"),
+    parser.add_argument("--cache", default=str(DEFAULT_CACHE),
                         help="where the archive is decoded when --root is not given")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1,
@@ -161,15 +189,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_data.json"))
     args = parser.parse_args(argv)
 
-    if args.root:
-        root = Path(args.root)
-        if not (root / "cifar-10-batches-py").is_dir():
-            raise UserError(f"'{root / 'cifar-10-batches-py'}' not found: pass --root DATA_DIR holding CIFAR-10")
-    elif SHARED_CIFAR.exists():
-        root = cifar_from_archive(SHARED_CIFAR, Path(args.cache))
-    else:
-        raise UserError(f"no --root given and {SHARED_CIFAR} is absent: pass --root DATA_DIR holding "
-                        f"cifar-10-batches-py")
+    root = cifar_root(args.root, Path(args.cache))
 
     load_before = os.getloadavg()
     results = {}

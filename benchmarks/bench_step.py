@@ -1,14 +1,17 @@
 """Training-step benchmark (`make bench`): the project's step against a plain baseline, measured in
 one process, on the same images, the same machine.
 
-    python -m benchmarks.bench_step                         # CIFAR-10 shapes, batch 256, 2 views
+    python -m benchmarks.bench_step                         # real CIFAR-10, batch 256, 2 views
     python -m benchmarks.bench_step --steps 3 --warmup 1 --batch 16 --width 8   # CI-sized
+    python -m benchmarks.bench_step --root DATA_DIR         # your cifar-10-batches-py
 
-(a) project: the trainer's step — data through `repro.data.build_loader` (FFCV when a .beton is
-    present, torchvision otherwise), channels-last + bf16 autocast + cudnn.benchmark on CUDA,
-    optional torch.compile (--compile), metrics kept on the device, LARS with foreach ops.
-(b) baseline: fp32, NCHW, eager, a torchvision ImageFolder + PIL two-view DataLoader, and the
-    FroSSL loss as upstream writes it (the trace read back with `.item()` every step).
+(a) project: the trainer's step — data through `repro.data.build_loader` on the FFCV path (the
+    .beton written by data_prep.write_cifar; crops in FFCV's compiled pipeline, colour augmentation
+    on the training device; `--loader torchvision` measures the project step on the PIL path),
+    channels-last + bf16 autocast + cudnn.benchmark on CUDA, optional torch.compile (--compile),
+    metrics kept on the device, LARS with foreach ops.
+(b) baseline: fp32, NCHW, eager, torchvision's CIFAR10 + PIL two-view DataLoader (solo-learn's
+    pipeline), and the FroSSL loss as upstream writes it (the trace read back with `.item()`).
 Both: ResNet18 (CIFAR stem), FroSSL projector, the full CIFAR "symmetric" augmentations, LARS.
 Printed and saved as JSON (with the machine): views/s, step time, peak memory, the ratio (a)/(b),
 and on CUDA an estimated model-FLOP utilisation from an analytic FLOP count (conv and linear
@@ -22,7 +25,6 @@ import json
 import math
 import os
 import platform
-import tarfile
 import time
 from contextlib import nullcontext
 from datetime import datetime, timezone
@@ -33,6 +35,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets as tv_datasets
 
+from benchmarks.bench_data import DEFAULT_CACHE, accept_rebuilt_cifar, cifar_root, write_cifar_beton
 from repro.cli import UserError, run_cli
 from repro.config import load_config
 from repro.data import build_loader
@@ -44,25 +47,8 @@ from repro.optim import build_optimizer, scale_lr
 from repro.train import Pretrainer, autocast_for
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 # dense bf16 peak TFLOP/s by GPU name fragment (anchors.md)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "V100": 125.0}
-
-
-def default_data() -> Path:
-    """The real CIFAR-10 JPEGs, extracted once into a cache folder (development and CI machines)."""
-    if not SHARED_CIFAR.exists():
-        raise UserError(f"no --data given and {SHARED_CIFAR} is absent: pass --data DIR holding "
-                        f"train/<class>/<image>")
-    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "frossl" / "cifar10-jpeg"
-    if not (cache / "train").is_dir():
-        cache.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(SHARED_CIFAR) as tar:
-            tar.extractall(cache, filter="data")
-        inner = [p for p in cache.iterdir() if p.is_dir() and (p / "train").is_dir()]
-        if inner:  # the archive may hold one top folder
-            return inner[0]
-    return cache
 
 
 def frossl_upstream(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
@@ -134,7 +120,11 @@ def endless(loader_epochs):
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.bench_step", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, help="image folder with train/<class>/<image> (default: real CIFAR-10)")
+    parser.add_argument("--root", type=Path, help="folder holding cifar-10-batches-py (default: the real CIFAR-10 "
+                        "decoded from ../shared/data into --cache)")
+    parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the archive is decoded")
+    parser.add_argument("--loader", choices=("ffcv", "torchvision"), default="ffcv",
+                        help="the project step's data path (default: FFCV, the project's fast path)")
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
@@ -146,10 +136,13 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     if args.batch < 2 or args.steps < 1 or args.warmup < 1:
         raise UserError("--batch must be >= 2, --steps and --warmup >= 1")
-    data = args.data or default_data()
+    data = cifar_root(args.root, args.cache)
+    accept_rebuilt_cifar()
+    if args.loader == "ffcv":
+        write_cifar_beton(data)
     device = resolve_device(args.device)
     cfg = load_config(ROOT / "repro/configs/cifar10/frossl.yaml", [
-        "data.dataset=imagefolder", f"data.root={data}", "data.image_size=32", f"data.batch_size={args.batch}",
+        f"data.root={data}", f"data.loader={args.loader}", f"data.batch_size={args.batch}",
         f"data.num_workers={args.workers}", f"model.width={args.width}", f"device={args.device}"])
     cuda = device.type == "cuda"
     if cuda:
@@ -185,12 +178,13 @@ def main(argv: list[str]) -> int:
             sums[k] = sums.get(k, 0) + v.detach().float()
 
     results["project"] = measure(project_step, endless(loader.epoch), args.steps, args.warmup, device)
-    flops_per_step = 3 * count_forward_flops(model.method, [v.to(device) for v in next(iter(loader.epoch(0)))[0]])
+    probe_views = [torch.randn(2, 3, 32, 32, device=device) for _ in range(2)]   # FLOPs scale with the batch
+    flops_per_step = 3 * count_forward_flops(model.method, probe_views) * args.batch / 2
     del model, optimizer, forward
 
     # (b) the plain baseline
     model, optimizer = build(channels_last=False)
-    dataset = tv_datasets.ImageFolder(str(data / "train"), transform=TwoViews("symmetric", 32, "cifar10"))
+    dataset = tv_datasets.CIFAR10(str(data), train=True, transform=TwoViews("symmetric", 32, "cifar10"))
     baseline_loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True,
                                  num_workers=args.workers, persistent_workers=args.workers > 0)
 

@@ -2,6 +2,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 from PIL import Image
 
@@ -33,18 +34,24 @@ def test_flop_count_equals_the_analytic_count_and_the_anchor():
     assert abs(per_view / 1.11e9 - 1) < 0.03, per_view
 
 
-def test_bench_runs_small_and_writes_its_report(tmp_path):
+def test_bench_runs_small_on_the_ffcv_path_and_writes_its_report(tmp_path):
+    from tests.cifar_fixture import write_torchvision_cifar10
+
     rng = np.random.default_rng(0)
-    for cls in ("a", "b"):
-        (tmp_path / "data" / "train" / cls).mkdir(parents=True)
-        for i in range(12):
-            Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-                tmp_path / "data" / "train" / cls / f"{i}.png")
+    splits = {split: (rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), [i % 10 for i in range(n)])
+              for split, n in (("train", 40), ("test", 10))}
+    write_torchvision_cifar10(tmp_path, splits)
     out = tmp_path / "bench.json"
-    assert main(["--data", str(tmp_path / "data"), "--steps", "2", "--warmup", "1", "--batch", "8",
-                 "--width", "8", "--workers", "0", "--device", "cpu", "--out", str(out)]) == 0
+    assert main(["--root", str(tmp_path), "--steps", "2", "--warmup", "1", "--batch", "8",
+                 "--width", "8", "--workers", "1", "--device", "cpu", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
+    assert report["settings"]["project_loader"] == "FFCVTwoViewLoader"   # the project's fast data path
+    assert (tmp_path / "ffcv" / "cifar10_train.beton").is_file()
     for name in ("project", "baseline"):
         assert report[name]["views_per_s"] > 0 and report[name]["step_s"] > 0
     assert abs(report["speedup"] - report["baseline"]["step_s"] / report["project"]["step_s"]) < 1e-9
     assert report["machine"]["cpu_count"] >= 1 and report["mfu_project"] is None  # no MFU without a GPU
+    # the FLOP count is the analytic one for width 8, scaled to the batch of 8 x 2 views, x3
+    method = build_method(load_config(None, ["model.width=8"])).eval()
+    per_view = count_forward_flops(method, [torch.randn(2, 3, 32, 32)] * 2) / 4
+    assert report["flops_per_step"] == pytest.approx(3 * per_view * 16)
