@@ -471,7 +471,13 @@ def two_view_ffcv_loader(data_cfg, *, split: str, shuffle: bool, drop_last: bool
     if mode == "torchvision":
         log(f"torchvision two-view loader for {data_cfg.dataset} {split} (data.loader=torchvision)")
         return None
-    if data_cfg.dataset not in _CONVERTER or not path.is_file():
+    if data_cfg.dataset not in _CONVERTER:
+        if mode == "ffcv":
+            raise UserError(f"data.loader=ffcv but there is no FFCV converter for dataset {data_cfg.dataset}: "
+                            f"use data.loader=auto or torchvision")
+        log(f"torchvision two-view loader for {data_cfg.dataset} {split} (no FFCV converter for this dataset)")
+        return None
+    if not path.is_file():
         if mode == "ffcv":
             raise UserError(f"data.loader=ffcv but '{path}' does not exist: build it with `{command}`")
         log(f"torchvision two-view loader for {data_cfg.dataset} {split} (no {path}; `{command}` builds it)")
