@@ -67,6 +67,12 @@ bench-data: setup ## two-view batches/s: FFCV loader vs torchvision+PIL DataLoad
 # resume the unfinished, skip what is done, evaluate, write $(OUT)/results/, check its own rows.
 # `make -n TARGET` prints the runs it would launch (the recipe line runs with --dry-run).
 GPUS ?= 1
+# several machines (docs/experiments.md): the same make command on each, NODE_RANK=0..NNODES-1,
+# MASTER_ADDR = the NODE_RANK=0 machine; GPUS is per machine, the batch splits over NNODES x GPUS
+NNODES ?= 1
+NODE_RANK ?= 0
+MASTER_ADDR ?=
+MASTER_PORT ?= 29500
 DATA_DIR ?= data
 OUT ?= runs
 METHODS ?=
@@ -86,7 +92,8 @@ EXPERIMENTS = $(PYTHON) -m repro.experiments
 EXPERIMENT_FLAGS = $(DRY_RUN) --gpus "$(GPUS)" --out "$(OUT)" --data-dir "$(DATA_DIR)" \
   --imagenet-dir "$(IMAGENET_DIR)" --cifar10 "$(CIFAR10)" --methods "$(METHODS)" --datasets "$(DATASETS)" \
   --seeds "$(SEEDS)" --epochs "$(EPOCHS)" --profile "$(PROFILE)" --probe "$(PROBE)" \
-  --overrides "$(OVERRIDES)" --prepare-data "$(PREPARE_DATA)" --spectra-every "$(SPECTRA_EVERY)"
+  --overrides "$(OVERRIDES)" --prepare-data "$(PREPARE_DATA)" --spectra-every "$(SPECTRA_EVERY)" \
+  --nnodes "$(NNODES)" --node-rank "$(NODE_RANK)" --master-addr "$(MASTER_ADDR)" --master-port "$(MASTER_PORT)"
 
 .PHONY: table2 table3 figure2 figure3 figure4 ablation all check report
 figure2: setup ## Figure 2: eq. 8 vs Barlow variant, linear maps on 1024 CIFAR-10 images (CPU, ~1 min); then its check

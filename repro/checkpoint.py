@@ -7,20 +7,19 @@ name in the same folder and renamed into place, so a crash never leaves a half-w
 """
 from __future__ import annotations
 
-import json
 import os
 import platform
 import shlex
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
-from repro.cli import UserError
 import yaml
 
+from repro.atomic import atomic_write_bytes, atomic_write_text, write_json  # noqa: F401 (re-exported)
+from repro.cli import UserError
 from repro.config import Config, ConfigError, config_from_dict, diff, read_yaml, to_dict
 
 CHECKPOINT = "checkpoint.pt"
@@ -28,30 +27,6 @@ CHECKPOINT = "checkpoint.pt"
 # Keys that do not change what a run computes: they may differ when a run is resumed.
 _NON_SEMANTIC = ("device", "data.num_workers", "data.download", "data.root", "train.log_every",
                  "train.compile", "eval.")
-
-
-def atomic_write_bytes(path: Path, write) -> None:
-    """Call write(file_object) on a temporary file beside `path`, fsync it, rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, lambda f: f.write(text.encode()))
-
-
-def write_json(path: Path, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:

@@ -24,7 +24,13 @@ reported MISSING and skipped: the targets grow with the configs. Suffixes keep n
 apart: -short (PROFILE=short), -e<N> (EPOCHS=N), -x<hash> (OVERRIDES=...). Any of those makes the
 cells NOT-COMPARABLE to the paper (PROFILE=short cells compare with measured short references).
 With --gpus N > 1 training is launched as `torchrun --standalone --nproc_per_node=N -m repro.train`
-(the global batch, e.g. Figure 4's 224, is split over the N processes).
+(the global batch, e.g. Figure 4's 224, is split over the N processes). With --nnodes M > 1 the same
+command runs on every machine (--node-rank 0..M-1, --master-addr of node 0): `torchrun --nnodes=M
+--node_rank=R --master_addr=A --master_port=P --nproc_per_node=N`, the batch split over M x N
+processes; node 0 evaluates, collects and checks, the other nodes only train (--out must be shared).
+Before anything runs, every planned run's config is loaded with its overrides (a bad key or value is
+a one-line error), its batch must divide by the number of processes, and (CUDA present, not in
+--dry-run) --gpus must not exceed the visible devices; without CUDA, --gpus N runs N CPU processes.
 """
 from __future__ import annotations
 
@@ -34,7 +40,6 @@ import json
 import math
 import os
 import shlex
-import shutil
 import signal
 import subprocess
 import sys
@@ -95,6 +100,15 @@ class Options:
     spectra_every: int = 10         # Figure 3: steps between eigenvalue records
     dry_run: bool = False
     python: str = sys.executable
+    nnodes: int = 1                 # machines (torchrun --nnodes); > 1 needs master_addr
+    node_rank: int = 0              # this machine (0: it also evaluates, collects and checks)
+    master_addr: str = ""           # address of the node_rank 0 machine, reachable from every node
+    master_port: int = 29500
+
+    @property
+    def world_size(self) -> int:
+        """Training processes per run, all machines together (the global batch is split over them)."""
+        return self.gpus * self.nnodes
 
     @property
     def results(self) -> Path:
@@ -318,10 +332,15 @@ def eval_state(spec: RunSpec, opts: Options) -> str:
 
 def train_command(spec: RunSpec, opts: Options) -> list[str]:
     args = ["-m", "repro.train", str(spec.config.relative_to(ROOT)), *spec.overrides(opts)]
-    if opts.gpus > 1:
+    if opts.world_size > 1:
         torchrun = Path(opts.python).parent / "torchrun"
         launcher = [str(torchrun)] if torchrun.exists() else [opts.python, "-m", "torch.distributed.run"]
-        return [*launcher, "--standalone", f"--nproc_per_node={opts.gpus}", *args]
+        if opts.nnodes > 1:  # static rendezvous at node 0's address; the same command on every machine
+            rendezvous = [f"--nnodes={opts.nnodes}", f"--node_rank={opts.node_rank}",
+                          f"--master_addr={opts.master_addr}", f"--master_port={opts.master_port}"]
+        else:
+            rendezvous = ["--standalone"]
+        return [*launcher, *rendezvous, f"--nproc_per_node={opts.gpus}", *args]
     return [opts.python, *args]
 
 
@@ -379,14 +398,31 @@ def data_steps(specs: list[RunSpec], opts: Options) -> list[tuple[str, list[str]
     return steps
 
 
+# what a download fetches, for the message when it cannot: (folder it unpacks to, archive URL)
+DOWNLOAD_SOURCES = {
+    "cifar10": ("cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
+    "cifar100": ("cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
+    "stl10": ("stl10_binary", "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"),
+}
+
+
 def download(dataset: str, data_dir: str) -> None:
+    import tarfile
+
     import torchvision
     classes = {"cifar10": lambda: torchvision.datasets.CIFAR10(data_dir, train=True, download=True),
                "cifar100": lambda: torchvision.datasets.CIFAR100(data_dir, train=True, download=True),
                "stl10": lambda: torchvision.datasets.STL10(data_dir, split="train", download=True)}
     if dataset not in classes:
         raise UserError(f"download {dataset}: only {', '.join(classes)} can be downloaded (ImageNet: by hand)")
-    classes[dataset]()
+    try:
+        classes[dataset]()
+    except (OSError, RuntimeError, EOFError, tarfile.TarError) as err:  # URLError is an OSError
+        folder, url = DOWNLOAD_SOURCES[dataset]
+        detail = " ".join(f"{type(err).__name__}: {err}".split())[:200]
+        raise UserError(f"download of {dataset} into {data_dir} failed ({detail}): without network, put "
+                        f"{folder}/ (unpacked from {url}) or that .tar.gz in {data_dir}/ and run again, "
+                        f"or set PREPARE_DATA=none if the data is elsewhere") from None
 
 
 # ---- execution --------------------------------------------------------------------------------------
@@ -403,7 +439,8 @@ class Runner:
     def say(self, text: str) -> None:
         print(f"# {text}", flush=True)
 
-    def run(self, command: list[str], *, stop_when=None) -> int:
+    def run(self, command: list[str], *, stop_when=None, critical: bool = False) -> int:
+        """critical: the caller stops on a failure (no "continuing" line)."""
         print(shlex.join(command), flush=True)
         if self.opts.dry_run:
             return 0
@@ -413,7 +450,7 @@ class Runner:
             code = self._run_until(command, stop_when)
         if code != 0:
             self.failures.append(f"exit {code}: {shlex.join(command)}")
-            print(f"# FAILED (exit {code}); continuing with the next step", flush=True)
+            print(f"# FAILED (exit {code})" + ("" if critical else "; continuing with the next step"), flush=True)
         return code
 
     def _run_until(self, command: list[str], stop_when) -> int:
@@ -438,8 +475,10 @@ def run_specs(specs: list[RunSpec], opts: Options, runner: Runner) -> None:
     methods = registered_methods()
     for description, command in data_steps(specs, opts):
         runner.say(description)
-        if command:
-            runner.run(command)
+        if command and runner.run(command, critical=True) != 0:  # never train on missing data
+            raise UserError(f"{description} failed (its error is above), nothing was trained: fix it "
+                            f"(docs/data.md) or put the data in place by hand, then run the target again")
+    evaluate_later: list[tuple[RunSpec, str]] = []
     for spec in specs:
         label = f"{spec.dataset}/{spec.row} seed {spec.seed} ({spec.name})"
         reason = missing_reason(spec, methods)
@@ -458,12 +497,25 @@ def run_specs(specs: list[RunSpec], opts: Options, runner: Runner) -> None:
             if runner.run(train_command(spec, opts), stop_when=stop) != 0:
                 continue
         if spec.evaluate:
-            if not opts.dry_run and train_state(spec, opts) != "done":
-                runner.say(f"{label}: not finished, no evaluation")
-            elif eval_state(spec, opts) == "done":
-                runner.say(f"{label}: evaluated, skipped")
+            if opts.nnodes > 1:  # every node trains in lock-step; node 0 evaluates once all are trained
+                evaluate_later.append((spec, label))
             else:
-                runner.run(evaluate_command(spec, opts))
+                evaluate_run(spec, label, opts, runner)
+    if evaluate_later and opts.node_rank == 0:
+        runner.say("every run trained: node 0 evaluates them")
+        for spec, label in evaluate_later:
+            evaluate_run(spec, label, opts, runner)
+    elif evaluate_later:
+        runner.say(f"node {opts.node_rank}: evaluation runs on node 0")
+
+
+def evaluate_run(spec: RunSpec, label: str, opts: Options, runner: Runner) -> None:
+    if not opts.dry_run and train_state(spec, opts) != "done":
+        runner.say(f"{label}: not finished, no evaluation")
+    elif eval_state(spec, opts) == "done":
+        runner.say(f"{label}: evaluated, skipped")
+    else:
+        runner.run(evaluate_command(spec, opts))
 
 
 # ---- results ---------------------------------------------------------------------------------------
@@ -671,6 +723,7 @@ def collect(experiment: str, opts: Options) -> Path:
         content = collect_figure4(opts)
     else:
         raise UserError(f"collect {experiment}: choose table2, table3, figure2, figure3 or figure4")
+    from repro.atomic import atomic_write_bytes, atomic_write_text
     from repro.checkpoint import environment
     opts.results.mkdir(parents=True, exist_ok=True)
     stem = opts.result_stem(experiment)
@@ -682,7 +735,8 @@ def collect(experiment: str, opts: Options) -> Path:
     figure = None
     if experiment == "figure2" and (opts.out / "figure2" / "figure2.png").exists():
         figure = opts.results / f"{stem}.png"
-        shutil.copyfile(opts.out / "figure2" / "figure2.png", figure)
+        png = (opts.out / "figure2" / "figure2.png").read_bytes()
+        atomic_write_bytes(figure, lambda f: f.write(png))
     elif experiment == "figure3" and content.get("curves"):
         figure = plot_figure3(content, opts.results / f"{stem}.png")
     elif experiment == "figure4" and content.get("curves"):
@@ -690,7 +744,8 @@ def collect(experiment: str, opts: Options) -> Path:
     if figure:
         result["figure"] = figure.name
     path = opts.results / f"{stem}.json"
-    path.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    # atomic: a crash mid-write keeps the previous result file, never half of one
+    atomic_write_text(path, json.dumps(result, indent=1, default=str) + "\n")
     print(f"# results: {path}", flush=True)
     return path
 
@@ -716,7 +771,8 @@ def plot_figure3(content: dict, path: Path) -> Path:
     axes[0][0].set_ylabel("top-14 eigenvalues of view-1 covariance")
     fig.suptitle("Figure 3 (reproduced): dashed line = saturation of lambda_14", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from repro.atomic import atomic_write_bytes
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return path
 
@@ -736,7 +792,8 @@ def plot_figure4(content: dict, path: Path) -> Path:
         ax.legend()
     fig.suptitle(f"Figure 4 (reproduced): ImageNet ResNet18, first {FIGURE4_EPOCHS} epochs", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    from repro.atomic import atomic_write_bytes
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=110))
     plt.close(fig)
     return path
 
@@ -763,8 +820,9 @@ def record_short(experiment: str, opts: Options) -> Path:
     out.parent.mkdir(exist_ok=True)
     header = (f"# {experiment}, PROFILE=short: reference values MEASURED by this project (not the paper's),\n"
               f"# recorded by `python -m repro.experiments record {experiment} --profile short` from {path}.\n")
-    out.write_text(header + yaml.safe_dump({"experiment": experiment, "profile": "short", "cells": cells},
-                                           sort_keys=False))
+    from repro.atomic import atomic_write_text
+    atomic_write_text(out, header + yaml.safe_dump({"experiment": experiment, "profile": "short", "cells": cells},
+                                                   sort_keys=False))
     print(f"recorded {len(cells)} cells in {out}")
     return out
 
@@ -803,6 +861,7 @@ def run_target(target: str, opts: Options) -> int:
     """Run one target; returns the exit status (1 on a FAIL or a failed step)."""
     runner = Runner(opts)
     if target == "all":
+        preflight("all", opts)  # every sub-target's runs, before the first one starts
         code = 0
         for sub in ("figure2", "table2", "table3", "figure3", "figure4"):
             sub_opts = _narrow(sub, opts)
@@ -810,6 +869,9 @@ def run_target(target: str, opts: Options) -> int:
                 runner.say(f"{sub}: nothing selected by METHODS/DATASETS/PROFILE, skipped")
                 continue
             code |= run_target(sub, sub_opts)
+        if opts.node_rank > 0:
+            runner.say(f"node {opts.node_rank}: the full check and the report run on node 0")
+            return int(bool(code or runner.failures))
         runner.say("the full check, then the report")
         code |= runner.run([opts.python, "-m", "repro.check", "--results", str(opts.results)]) != 0
         runner.run([opts.python, "-m", "repro.report", "--results", str(opts.results)])
@@ -819,7 +881,12 @@ def run_target(target: str, opts: Options) -> int:
     if opts.profile not in opts_profile_ok.get(target, ("paper", "short")):
         raise UserError(f"PROFILE={opts.profile}: {target} has only the paper's setting (it is cheap already)")
     runner.say(f"{target}: out={opts.out} gpus={opts.gpus} profile={opts.profile}"
+               + (f" nodes={opts.nnodes} node_rank={opts.node_rank} master={opts.master_addr}:{opts.master_port}"
+                  if opts.nnodes > 1 else "")
                + (f" variant: {opts.variant} (NOT-COMPARABLE to the paper)" if opts.variant else ""))
+    if target == "figure2" and opts.node_rank > 0:
+        runner.say(f"figure2: one CPU process, run on node 0 (this is node {opts.node_rank})")
+        return 0
     if target == "figure2":
         if (opts.out / "figure2" / "figure2.json").exists():
             runner.say("figure2: done (delete <out>/figure2 to redo it)")
@@ -828,14 +895,18 @@ def run_target(target: str, opts: Options) -> int:
         experiments, rows = ["figure2"], None
     else:
         specs = specs_for(target, opts)
-        if target == "figure4" and opts.gpus > 1:
-            check_batch_split(specs, opts)
+        preflight(target, opts, specs)  # configs load, batches split, GPUS fits: before anything runs
         run_specs(specs, opts, runner)
         experiments = {"table2": ["table2"], "table3": ["table3"], "ablation": ["table2", "table3"],
                        "figure3": ["figure3"], "figure4": ["figure4"]}[target]
         rows = ABLATION_ROWS if target == "ablation" else (list(opts.methods) or None)
         if target == "ablation":
             runner.say("ablation: the STL-10 runs also give Table 3's no-logs rows (validated every epoch)")
+    if opts.node_rank > 0:
+        runner.say(f"node {opts.node_rank} of {opts.nnodes}: training done; node 0 collects and checks")
+        if runner.failures:
+            print("# failed steps:\n" + "\n".join(f"#   {f}" for f in runner.failures), flush=True)
+        return int(bool(runner.failures))
     for experiment in experiments:
         if opts.dry_run:
             runner.run(collect_command(opts, experiment))
@@ -860,14 +931,74 @@ def _narrow(target: str, opts: Options) -> Options | None:
     return replace(opts, methods=methods, datasets=chosen if target in ("table2", "table3") else ())
 
 
+def planned_config(spec: RunSpec, opts: Options):
+    """The config a run will train with (its file plus every override), as the trainer will load it;
+    a bad key or value is the trainer's one-line ConfigError, naming the run and what to fix."""
+    from repro.config import ConfigError, load_config
+    try:
+        return load_config(spec.config, spec.overrides(opts))
+    except ConfigError as err:
+        culprit = str(spec.config.relative_to(ROOT)) if spec.config.is_relative_to(ROOT) else str(spec.config)
+        if spec.user:
+            try:
+                load_config(spec.config, [o for o in spec.overrides(opts) if o not in spec.user])
+                culprit = "OVERRIDES"
+            except ConfigError:
+                pass
+        raise UserError(f"{err} (run {spec.name}): fix {culprit}; nothing was started") from None
+
+
 def check_batch_split(specs: list[RunSpec], opts: Options) -> None:
+    """Every run's global batch (data.batch_size, overrides included) divides over its processes."""
     for spec in specs:
-        if spec.config.exists():
-            batch = read_yaml(spec.config).get("data", {}).get("batch_size", 256)
-            if batch % opts.gpus:
-                raise UserError(f"GPUS={opts.gpus} does not divide {spec.config.name}'s batch of {batch} "
-                                f"(the paper: 4 GPUs x 56 = 224): choose GPUS in "
-                                f"{[g for g in range(1, 9) if batch % g == 0]}")
+        if not spec.config.exists():
+            continue
+        batch = planned_config(spec, opts).data.batch_size
+        if batch % opts.world_size == 0:
+            continue
+        if opts.nnodes > 1:
+            what = f"NNODES x GPUS = {opts.nnodes} x {opts.gpus} = {opts.world_size}"
+            choices = [g for g in range(1, 9) if batch % (g * opts.nnodes) == 0]
+        else:
+            what, choices = f"GPUS={opts.gpus}", [g for g in range(1, 9) if batch % g == 0]
+        raise UserError(f"{what} does not divide the global batch of {batch} of run {spec.name} "
+                        f"({spec.config.name}; the paper: 4 GPUs x 56 = 224): choose GPUS in {choices}"
+                        + (f" with NNODES={opts.nnodes}" if opts.nnodes > 1 else "")
+                        + f", or a data.batch_size divisible by {opts.world_size}")
+
+
+def check_devices(configs: list, opts: Options) -> None:
+    """GPUS is what this machine runs per run: not more than its visible CUDA devices (CUDA present);
+    without CUDA (or with device=cpu) GPUS > 1 means that many CPU processes (gloo)."""
+    import torch
+    on_cpu = bool(configs) and all(cfg.device == "cpu" for cfg in configs)
+    if torch.cuda.is_available() and not on_cpu:
+        visible = torch.cuda.device_count()
+        if opts.gpus > visible:
+            raise UserError(f"GPUS={opts.gpus} but this machine has {visible} visible CUDA device(s): set "
+                            f"GPUS={visible} or less (CUDA_VISIBLE_DEVICES limits what is visible)")
+    elif opts.gpus > 1:
+        why = "the runs have device=cpu" if on_cpu else "no CUDA device on this machine"
+        print(f"# {why}: GPUS={opts.gpus} runs {opts.gpus} CPU processes per run (gloo), not GPUs", flush=True)
+
+
+def preflight(target: str, opts: Options, specs: list[RunSpec] | None = None) -> None:
+    """Before anything is prepared, trained or written: every planned run's config loads with its
+    overrides, its global batch divides by the number of processes, and (not in --dry-run) GPUS
+    fits the visible CUDA devices. Runs whose config or method is not written yet are MISSING, not
+    errors."""
+    if specs is None:
+        specs = []
+        for sub in (("table2", "table3", "figure3", "figure4") if target == "all" else (target,)):
+            sub_opts = _narrow(sub, opts) if target == "all" else opts
+            if sub_opts is not None and sub != "figure2":
+                specs += specs_for(sub, sub_opts)
+    methods = registered_methods()
+    planned = [s for s in specs if not missing_reason(s, methods)]
+    configs = [planned_config(spec, opts) for spec in planned]
+    check_batch_split(planned, opts)
+    if not opts.dry_run and planned:
+        check_devices(configs, opts)
 
 
 # ---- command line ----------------------------------------------------------------------------------
@@ -893,6 +1024,10 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
     parser.add_argument("--prepare-data", default="auto", choices=["auto", "none"],
                         help="auto: download missing datasets, write FFCV files when ffcv is installed")
     parser.add_argument("--spectra-every", default="10", help="Figure 3: steps between eigenvalue records")
+    parser.add_argument("--nnodes", default="1", help="machines per run (torchrun --nnodes); > 1 needs --master-addr")
+    parser.add_argument("--node-rank", default="0", help="this machine, 0..NNODES-1 (0 evaluates, collects, checks)")
+    parser.add_argument("--master-addr", default="", help="address of the NODE_RANK=0 machine (NNODES > 1)")
+    parser.add_argument("--master-port", default="29500", help="a free TCP port on the NODE_RANK=0 machine")
     args = parser.parse_args(argv)
     try:
         gpus = int(args.gpus or 1)
@@ -903,6 +1038,21 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
         raise UserError(f"GPUS, SEEDS, EPOCHS and the spectra interval must be integers ({err})") from None
     if gpus < 1 or (epochs is not None and epochs < 1):
         raise UserError("GPUS and EPOCHS must be >= 1")
+    try:
+        nnodes, node_rank = int(args.nnodes or 1), int(args.node_rank or 0)
+        master_port = int(args.master_port or 29500)
+    except ValueError as err:
+        raise UserError(f"NNODES, NODE_RANK and MASTER_PORT must be integers ({err}): e.g. NNODES=2 NODE_RANK=0 "
+                        f"MASTER_PORT=29500") from None
+    master_addr = (args.master_addr or "").strip()
+    if nnodes < 1 or not 0 <= node_rank < nnodes:
+        raise UserError(f"NNODES={nnodes} NODE_RANK={node_rank}: NNODES must be >= 1 and NODE_RANK one of "
+                        f"0..{max(nnodes, 1) - 1} (0 on the machine at MASTER_ADDR)")
+    if nnodes > 1 and not master_addr:
+        raise UserError(f"NNODES={nnodes} needs MASTER_ADDR: set MASTER_ADDR=<address of the NODE_RANK=0 machine, "
+                        f"reachable from every node> on every node")
+    if not 0 < master_port < 65536:
+        raise UserError(f"MASTER_PORT={master_port}: choose a free TCP port in 1..65535 (default 29500)")
     if Path.cwd().resolve() != ROOT:  # commands run in the repository: paths given elsewhere become absolute
         for key in ("out", "data_dir", "imagenet_dir", "cifar10"):
             if getattr(args, key):
@@ -911,7 +1061,8 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
                    gpus=gpus, methods=tuple(_words(args.methods)), datasets=tuple(_words(args.datasets)),
                    seeds=seeds, epochs=epochs, profile=args.profile, probe=args.probe,
                    overrides=tuple(shlex.split(args.overrides)), prepare_data=args.prepare_data,
-                   spectra_every=spectra_every, dry_run=args.dry_run)
+                   spectra_every=spectra_every, dry_run=args.dry_run, nnodes=nnodes, node_rank=node_rank,
+                   master_addr=master_addr, master_port=master_port)
     return args, opts
 
 

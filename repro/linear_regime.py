@@ -242,9 +242,11 @@ def run(data: str | Path, out: str | Path, settings: Settings = Settings(), *, d
               "seconds": round(time.perf_counter() - start, 1)}
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "figure2.json").write_text(json.dumps(result, indent=1, default=_json_default) + "\n")
     if plot:
         plot_figure2(result, out / "figure2.png")
+    # last and atomic: `make figure2` counts an existing figure2.json as done, so it must be whole
+    from repro.atomic import atomic_write_text
+    atomic_write_text(out / "figure2.json", json.dumps(result, indent=1, default=_json_default) + "\n")
     return result
 
 
@@ -279,7 +281,8 @@ def plot_figure2(result: dict, path: Path) -> None:
     fig.suptitle(f"Figure 2 (reproduced): linear maps, full-batch GD, "
                  f"{result['settings']['num_images']} CIFAR-10 images — {result['verdict']['status']}", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    from repro.atomic import atomic_write_bytes
+    atomic_write_bytes(path, lambda f: fig.savefig(f, format="png", dpi=120))
     plt.close(fig)
 
 

@@ -187,3 +187,97 @@ def test_record_stores_measured_short_values_with_provenance(tmp_path, monkeypat
     assert "PROFILE=short" in entry["command"]
     rows = {r.cell: r for r in run_check(out / "results", expected_dir=expected) if r.experiment == "table2[short]"}
     assert rows["cifar10/frossl"].status == "PASS" and rows["cifar10/vicreg"].status == "MISSING"
+
+
+# ---- bad input: one line `error: <problem>: <fix>`, exit 2, nothing saved -------------------------
+
+def check_cli(*args):
+    return subprocess.run([sys.executable, "-m", "repro.check", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)
+
+
+def one_error_line(result):
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.stderr, result.stderr
+    assert result.stdout == ""  # no table, not even an empty one
+    return lines[0]
+
+
+def copy_expected(tmp_path):
+    expected = tmp_path / "expected"
+    expected.mkdir()
+    for path in EXPECTED_DIR.glob("*.yaml"):
+        (expected / path.name).write_text(path.read_text())
+    return expected
+
+
+def test_non_numeric_value_is_one_line_naming_file_and_cell(tmp_path):
+    results = tmp_path / "results"
+    write_result(results, "table2", {"cifar10/frossl": cell("about 92")})
+    line = one_error_line(check_cli("--results", results))
+    assert str(results / "table2.json") in line and "cifar10/frossl" in line and "not a number" in line
+    assert "collect table2" in line                      # the fix
+    assert not (results / "check.txt").exists()
+    write_result(results, "table2", {"cifar10/frossl": cell("inf")})   # "inf" is a number: a FAIL, not an error
+    assert check_cli("--results", results).returncode == 1
+
+
+def test_malformed_expected_yaml_is_one_line_naming_the_file(tmp_path):
+    expected = copy_expected(tmp_path)
+    (expected / "table2.yaml").write_text("experiment: table2\ncells: {cifar10/frossl: {paper: 92.8\n")
+    line = one_error_line(check_cli("--results", tmp_path / "results", "--expected", expected))
+    assert str(expected / "table2.yaml") in line and "not valid YAML" in line and "git checkout" in line
+    # well-formed YAML, wrong content: the key is named
+    (expected / "table2.yaml").write_text(yaml.safe_dump({"experiment": "table2", "tolerance": {"default": 1.0},
+                                                          "cells": {"cifar10/frossl": {"paper": "92.8%"}}}))
+    line = one_error_line(check_cli("--results", tmp_path / "results", "--expected", expected))
+    assert "cells.cifar10/frossl.paper" in line and "not a number" in line
+    (expected / "table2.yaml").write_text(yaml.safe_dump({"experiment": "table2", "cells": ["cifar10/frossl"]}))
+    assert "'cells' must be a mapping" in one_error_line(check_cli("--results", tmp_path / "r", "--expected", expected))
+
+
+def test_unknown_only_and_profile_are_one_line_errors(tmp_path):
+    results = tmp_path / "results"
+    write_result(results, "table2", {"cifar10/frossl": cell(92.8)})
+    line = one_error_line(check_cli("--results", results, "--only", "table2,tabel3"))
+    assert "--only tabel3" in line and "table3" in line.split("choose from")[1]
+    line = one_error_line(check_cli("--results", results, "--profile", "shrt"))
+    assert "--profile shrt" in line and "paper or short" in line
+    assert not (results / "check.txt").exists()
+    assert check_cli("--results", results, "--only", "table2", "--profile", "short").returncode == 0
+
+
+def test_corrupt_result_json_keeps_the_saved_check(tmp_path):
+    results = tmp_path / "results"
+    write_result(results, "table2", {"cifar10/frossl": cell(92.8)})
+    assert check_cli("--results", results).returncode == 0
+    saved = {name: (results / name).read_text() for name in ("check.txt", "check.json")}
+    (results / "table2.json").write_text('{"experiment": "table2", "cells": {"cifar10/frossl": {"value": 9')  # cut
+    line = one_error_line(check_cli("--results", results))
+    assert str(results / "table2.json") in line and "not valid JSON" in line and "collect" in line
+    assert {name: (results / name).read_text() for name in saved} == saved
+
+
+def test_a_crash_while_saving_leaves_the_previous_check_whole(tmp_path, monkeypatch):
+    """check.txt/check.json are written to a temporary file and renamed: a failure in between (here
+    os.replace raising, as a kill or a full disk would) keeps the previous files and no temporary."""
+    import os
+
+    from repro.check import save
+    results = tmp_path / "results"
+    write_result(results, "table2", {"cifar10/frossl": cell(92.8)})
+    save(run_check(results), results)
+    before = {p.name: p.read_text() for p in results.iterdir()}
+
+    def crash(src, dst):
+        raise OSError("simulated crash during the rename")
+
+    write_result(results, "table2", {"cifar10/frossl": cell(50.0)})   # a new table would differ
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated"):
+        save(run_check(results), results)
+    monkeypatch.undo()
+    after = {p.name: p.read_text() for p in results.iterdir()}
+    assert after["check.txt"] == before["check.txt"] and after["check.json"] == before["check.json"]
+    assert set(after) == set(before)                                 # no temporary file left behind

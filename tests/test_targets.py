@@ -4,6 +4,7 @@ GPUS > 1) and runs nothing; a tiny end-to-end target writes results that `make c
 import json
 import os
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -151,3 +152,159 @@ def test_table3_runs_stop_cleanly_once_their_last_epoch_is_validated(tmp_path):
     assert code == 0 and not runner.failures
     assert 2 <= max(online_by_epoch(run_dir)) < 40 and (run_dir / "checkpoint.pt").exists()
     assert not (run_dir / "pretrain.json").exists() and train_state(spec, opts) == "stopped"
+
+
+# ---- several machines (NNODES), checks before launching, data that cannot be downloaded --------------
+
+def error_lines(result):
+    """The `error:` lines of a failed make (make adds its own `make: ***` line)."""
+    return [ln for ln in result.stderr.splitlines() if ln.startswith("error: ")]
+
+
+def test_make_n_multi_node_launches_torchrun_with_the_rendezvous(tmp_path):
+    """NNODES=2: the same command on both machines; torchrun gets --nnodes/--node_rank/--master_addr/
+    --master_port (no --standalone); node 1 only trains, node 0 also evaluates, collects, checks."""
+    if not config_path("cifar10", "frossl").exists():
+        pytest.skip("repro/configs/cifar10/frossl.yaml not written yet")
+    common = [f"OUT={tmp_path}", "METHODS=frossl", "DATASETS=cifar10", "GPUS=4", "NNODES=2", "MASTER_ADDR=10.0.0.1"]
+    worker = make("-n", "table2", "NODE_RANK=1", *common)
+    assert worker.returncode == 0, worker.stdout + worker.stderr
+    line = next(ln for ln in worker.stdout.splitlines() if "repro.train" in ln)
+    assert ("torchrun --nnodes=2 --node_rank=1 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=4 "
+            "-m repro.train repro/configs/cifar10/frossl.yaml name=cifar10-frossl-seed0 ") in line, line
+    assert "--standalone" not in worker.stdout
+    assert "repro.evaluate" not in worker.stdout and "repro.check" not in worker.stdout
+    master = make("-n", "table2", "NODE_RANK=0", "MASTER_PORT=29600", *common)
+    assert master.returncode == 0, master.stdout + master.stderr
+    assert "--node_rank=0 --master_addr=10.0.0.1 --master_port=29600 --nproc_per_node=4" in master.stdout
+    assert "repro.evaluate" in master.stdout and "repro.check" in master.stdout
+    assert not tmp_path.joinpath("results").exists()
+
+
+def test_multi_node_needs_master_addr_and_a_batch_that_divides_over_every_process(tmp_path):
+    result = make("-n", "table2", f"OUT={tmp_path}", "NNODES=2")
+    assert result.returncode != 0 and len(error_lines(result)) == 1, result.stderr
+    assert "MASTER_ADDR" in error_lines(result)[0]
+    bad_rank = make("-n", "table2", f"OUT={tmp_path}", "NNODES=2", "NODE_RANK=2", "MASTER_ADDR=h")
+    assert bad_rank.returncode != 0 and "NODE_RANK" in error_lines(bad_rank)[0]
+    if config_path("imagenet", "frossl").exists():  # Figure 4's 224: 2 x 4 = 8 divides it, 3 x 4 = 12 does not
+        assert make("-n", "figure4", f"OUT={tmp_path}", "GPUS=4", "NNODES=2", "MASTER_ADDR=h").returncode == 0
+        split = make("-n", "figure4", f"OUT={tmp_path}", "GPUS=4", "NNODES=3", "MASTER_ADDR=h")
+        assert split.returncode != 0 and "NNODES x GPUS = 3 x 4 = 12 does not divide" in error_lines(split)[0]
+
+
+def test_every_target_checks_its_batch_split_not_only_figure4(tmp_path):
+    """Table 2 (batch 256) with OVERRIDES=data.batch_size=250 on GPUS=4: refused before any run."""
+    if not config_path("cifar10", "frossl").exists():
+        pytest.skip("repro/configs/cifar10/frossl.yaml not written yet")
+    result = make("-n", "table2", f"OUT={tmp_path}", "METHODS=frossl", "DATASETS=cifar10", "GPUS=4",
+                  "OVERRIDES=data.batch_size=250")
+    assert result.returncode != 0 and len(error_lines(result)) == 1, result.stdout + result.stderr
+    assert "GPUS=4 does not divide the global batch of 250" in error_lines(result)[0]
+    assert "repro.train" not in result.stdout
+
+
+@pytest.mark.parametrize("overrides, problem", [("optim.lrr=0.1", "unknown config key 'optim.lrr'"),
+                                                 ("optim.lr=fast", "config key 'optim.lr' = 'fast'")])
+def test_bad_overrides_stop_the_target_before_anything_runs(tmp_path, overrides, problem):
+    """A real (not dry) run: the ConfigError as one line, exit non-zero, no data step, nothing trained,
+    the previous results untouched."""
+    if not config_path("cifar10", "frossl").exists():
+        pytest.skip("repro/configs/cifar10/frossl.yaml not written yet")
+    out, data = tmp_path / "runs", tmp_path / "data"
+    (out / "results").mkdir(parents=True)
+    (out / "results" / "table2.json").write_text('{"previous": true}\n')
+    result = make("table2", f"OUT={out}", f"DATA_DIR={data}", "METHODS=frossl", "DATASETS=cifar10",
+                  f"OVERRIDES={overrides}")
+    assert result.returncode != 0, result.stdout + result.stderr
+    lines = error_lines(result)
+    assert len(lines) == 1 and problem in lines[0] and "fix OVERRIDES" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "repro.train" not in result.stdout and "download" not in result.stdout
+    assert not data.exists() and sorted(p.name for p in out.rglob("*")) == ["results", "table2.json"]
+    assert (out / "results" / "table2.json").read_text() == '{"previous": true}\n'
+
+
+def test_gpus_beyond_the_visible_devices_is_an_error_on_cuda_and_cpu_processes_without(monkeypatch, capsys):
+    import torch
+
+    from repro.cli import UserError
+    from repro.experiments import Options, preflight
+    if not config_path("cifar10", "frossl").exists():
+        pytest.skip("repro/configs/cifar10/frossl.yaml not written yet")
+    opts = Options(methods=("frossl",), datasets=("cifar10",))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    preflight("table2", replace(opts, gpus=2))                           # fits
+    with pytest.raises(UserError, match=r"GPUS=4 but this machine has 2 visible CUDA device\(s\): set GPUS=2"):
+        preflight("table2", replace(opts, gpus=4))
+    preflight("table2", replace(opts, gpus=4, dry_run=True))             # a plan on a login node: no check
+    preflight("table2", replace(opts, gpus=4, overrides=("device=cpu",)))  # CPU runs: processes, not GPUs
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    capsys.readouterr()
+    preflight("table2", replace(opts, gpus=8))
+    said = [ln for ln in capsys.readouterr().out.splitlines() if "CPU processes" in ln]
+    assert said == ["# no CUDA device on this machine: GPUS=8 runs 8 CPU processes per run (gloo), not GPUs"]
+
+
+def test_download_without_network_is_one_line_saying_where_to_put_the_files(tmp_path, monkeypatch, capsys):
+    from urllib.error import URLError
+
+    import torchvision
+
+    from repro import experiments
+    from repro.cli import run_cli
+
+    def offline(*args, **kwargs):
+        raise URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    monkeypatch.setattr(torchvision.datasets, "STL10", lambda *a, **k: (_ for _ in ()).throw(OSError("reset")))
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(experiments.main, ["download", "cifar10", "--data-dir", str(tmp_path)])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: download of cifar10 into"), lines
+    assert "URLError" in lines[0] and "cifar-10-batches-py/ (unpacked from https://" in lines[0]
+    assert f"in {tmp_path}/" in lines[0] and "PREPARE_DATA=none" in lines[0]
+    with pytest.raises(experiments.UserError, match="put stl10_binary/"):
+        experiments.download("stl10", str(tmp_path))
+
+
+def test_a_failed_data_step_stops_the_target_before_training(tmp_path, monkeypatch):
+    """PREPARE_DATA=auto with no data and no network: the download step fails, the target stops with
+    a non-zero exit and launches no training on the missing data."""
+    from repro import experiments
+    from repro.experiments import Options, Runner, run_target
+    if not config_path("cifar10", "frossl").exists():
+        pytest.skip("repro/configs/cifar10/frossl.yaml not written yet")
+    launched = []
+
+    def run(self, command, **kwargs):
+        launched.append(" ".join(command))
+        return 1 if "download" in command else 0   # as `repro.experiments download` offline: exit 2
+
+    monkeypatch.setattr(Runner, "run", run)
+    opts = Options(out=tmp_path / "runs", data_dir=str(tmp_path / "data"), methods=("frossl",), datasets=("cifar10",))
+    with pytest.raises(experiments.UserError, match="download cifar10 .* failed .*nothing was trained"):
+        run_target("table2", opts)
+    assert any("download cifar10" in c for c in launched)
+    assert not any("repro.train" in c or "repro.evaluate" in c or "repro.check" in c for c in launched), launched
+
+
+def test_a_crash_while_writing_results_keeps_the_previous_file(tmp_path, monkeypatch):
+    """experiments.collect writes OUT/results/<experiment>.json to a temporary file and renames it:
+    a failure at the rename (a kill, a full disk) leaves the previous result whole, no temporary."""
+    from repro.experiments import Options, collect
+    opts = Options(out=tmp_path / "runs")
+    first = collect("table2", opts)
+    before = first.read_text()
+    assert json.loads(before)["experiment"] == "table2"
+
+    def crash(src, dst):
+        raise OSError("simulated crash during the rename")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="simulated"):
+        collect("table2", opts)
+    monkeypatch.undo()
+    assert first.read_text() == before and sorted(p.name for p in opts.results.iterdir()) == ["table2.json"]

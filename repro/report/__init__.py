@@ -70,8 +70,9 @@ def build_report(results_dir: str | Path, out: str | Path | None = None, *, time
             os.environ.pop("REPRO_RESULTS", None)
         else:
             os.environ["REPRO_RESULTS"] = previous
-    nbformat.write(notebook, str(out.with_suffix(".ipynb")))
+    from repro.atomic import atomic_write_text  # a crash mid-write keeps the previous report
+    atomic_write_text(out.with_suffix(".ipynb"), nbformat.writes(notebook))
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     body, _ = exporter.from_notebook_node(notebook)
-    out.write_text(body)
+    atomic_write_text(out, body)
     return out
