@@ -20,7 +20,7 @@ help: ## list the targets
 setup: ## install everything (apt libraries, .venv with pinned packages, ffcv from source)
 	@$(SETUP)
 
-demo: setup ## CPU demo: FroSSL on bundled digits + linear probe vs random init (~3 min)
+demo: setup ## CPU demo: FroSSL on bundled digits + linear probe vs random init (1-3 min on 2 CPU cores)
 	$(PYTHON) -m repro.demo $(ARGS)
 
 test: setup ## run the test suite (what CI runs; slow tests excluded)
@@ -117,7 +117,7 @@ figure4: setup ## Figure 4: ImageNet FroSSL vs Barlow Twins, 100 epochs (GPUS=4 
 all: setup ## every experiment above, then the full check and the report
 	+$(EXPERIMENTS) all $(EXPERIMENT_FLAGS)
 
-check: setup ## compare every result in OUT/results with expected_results/: PASS/FAIL/MISSING/NOT-COMPARABLE (exit 1 on FAIL)
+check: setup ## compare every result in OUT/results with expected_results/: PASS/FAIL/MISSING/NOT-COMPARABLE (non-zero exit on FAIL)
 	$(PYTHON) -m repro.check --results "$(RESULTS)"
 
 report: setup ## execute repro/report/report.ipynb into one HTML file: OUT/results/report.html
