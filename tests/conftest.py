@@ -36,3 +36,20 @@ def accept_rebuilt_cifar(monkeypatch):
     import torchvision.datasets.cifar
 
     monkeypatch.setattr(torchvision.datasets.cifar, "check_integrity", lambda path, md5=None: True)
+
+
+def crash_after_first_checkpoint(cfg, monkeypatch) -> None:
+    """Train `cfg` until its first checkpoint is written, then die as a crash would (the checkpoint
+    stays on disk); the caller then re-runs train(cfg) to resume."""
+    from repro import train as train_module
+
+    real_save = train_module.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        raise KeyboardInterrupt("simulated crash after the first checkpoint")
+
+    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.train(cfg)
+    monkeypatch.setattr(train_module, "save_checkpoint", real_save)

@@ -12,7 +12,7 @@ from repro.config import ConfigError, load_config
 from repro.experiments import TABLE2_DATASETS, TABLE_ROWS
 from repro.methods import METHODS, build_method, cosine_momentum
 from repro.optim import build_optimizer
-from tests.conftest import ROOT
+from tests.conftest import ROOT, crash_after_first_checkpoint
 
 # tiny heads so that a step takes milliseconds; every method's own sizes are in its configs
 TINY = {"model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "model.pred_hidden_dim=8",
@@ -285,7 +285,6 @@ def test_every_method_lowers_its_loss_in_50_steps_on_real_cifar10(name, cifar10_
 def test_every_method_resumes_bit_identically(name, cifar10_root, accept_rebuilt_cifar, tmp_path, monkeypatch):
     """A crash right after the epoch-1 checkpoint, then the same command: the final weights, buffers
     (queues, centres, running covariances) and momentum encoders equal an uninterrupted run's."""
-    from repro import train as train_module
     from repro.train import train
 
     small = ["model.width=8", "data.subset=96", "data.batch_size=32", "optim.epochs=2"]
@@ -294,16 +293,7 @@ def test_every_method_resumes_bit_identically(name, cifar10_root, accept_rebuilt
     straight = cifar_method_config(name, cifar10_root, tmp_path, "straight", *small)
     train(straight)
     crashing = cifar_method_config(name, cifar10_root, tmp_path, "crashing", *small)
-    real_save = train_module.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        raise KeyboardInterrupt("simulated crash after the first checkpoint")
-
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(crashing)
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
+    crash_after_first_checkpoint(crashing, monkeypatch)
     train(crashing)
     a, b = (torch.load(c.run_dir / "checkpoint.pt", weights_only=True) for c in (straight, crashing))
     assert a["step"] == b["step"] == 6

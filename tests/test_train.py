@@ -6,11 +6,10 @@ import sys
 import pytest
 import torch
 
-from repro import train as train_module
 from repro.config import load_config
 from repro.evaluate import evaluate_run
 from repro.train import train
-from tests.conftest import ROOT
+from tests.conftest import ROOT, crash_after_first_checkpoint
 
 SMALL_MODEL = ["model.width=16", "model.proj_hidden_dim=256", "model.proj_output_dim=256",
                "data.num_workers=0", "eval.online_eval_every=0", "eval.probe_epochs=5"]
@@ -52,17 +51,8 @@ def test_resume_after_crash_is_bit_identical(cifar10_root, accept_rebuilt_cifar,
     train(straight)
 
     crashing = cifar_config(cifar10_root, tmp_path, "name=crashing", *args)
-    real_save = train_module.save_checkpoint
-
-    def save_then_die(path, state):
-        real_save(path, state)
-        raise KeyboardInterrupt("simulated crash after the first checkpoint")
-
-    monkeypatch.setattr(train_module, "save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        train(crashing)
+    crash_after_first_checkpoint(crashing, monkeypatch)
     assert torch.load(crashing.run_dir / "checkpoint.pt", weights_only=True)["epoch"] == 1
-    monkeypatch.setattr(train_module, "save_checkpoint", real_save)
     train(crashing)  # the same command again: resumes after epoch 1
 
     a, b = _weights(straight.run_dir), _weights(crashing.run_dir)
