@@ -23,6 +23,7 @@ there by the converter in its own process. Printed and saved as JSON with the ma
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
@@ -111,13 +112,20 @@ def time_epochs(epochs, warmup: int, timed: int, batches: int) -> dict:
             "images_per_s": round(counts * labels.shape[0] / seconds, 1), "warmup_s": round(warmup_s, 1)}
 
 
-def accept_rebuilt_cifar() -> None:
-    """The files decoded from the JPEG archive are not the originals: let torchvision accept them
-    (its md5 check); everything else runs as for a user."""
+@contextlib.contextmanager
+def accept_rebuilt_cifar():
+    """While open: the files decoded from the JPEG archive, which are not the originals, pass
+    torchvision's md5 check (checked when a dataset is constructed); everything else runs as for a
+    user. Restored on exit, so nothing else in the process is affected."""
     from torchvision import datasets
 
+    saved = datasets.CIFAR10._check_integrity, datasets.cifar.check_integrity
     datasets.CIFAR10._check_integrity = lambda self: True
-    datasets.cifar.check_integrity = lambda *args: True
+    datasets.cifar.check_integrity = lambda *args, **kwargs: True
+    try:
+        yield
+    finally:
+        datasets.CIFAR10._check_integrity, datasets.cifar.check_integrity = saved
 
 
 def write_cifar_beton(root: Path) -> Path:
@@ -138,8 +146,8 @@ def torchvision_epochs(root: Path, batch_size: int, workers: int):
 
     from repro.data.augment import TwoViews
 
-    accept_rebuilt_cifar()
-    dataset = datasets.CIFAR10(str(root), train=True, transform=TwoViews(AUGMENTATIONS, 32, "cifar10"))
+    with accept_rebuilt_cifar():
+        dataset = datasets.CIFAR10(str(root), train=True, transform=TwoViews(AUGMENTATIONS, 32, "cifar10"))
 
     def epochs(epoch: int):
         generator = torch.Generator().manual_seed(epoch)

@@ -137,7 +137,6 @@ def main(argv: list[str]) -> int:
     if args.batch < 2 or args.steps < 1 or args.warmup < 1:
         raise UserError("--batch must be >= 2, --steps and --warmup >= 1")
     data = cifar_root(args.root, args.cache)
-    accept_rebuilt_cifar()
     if args.loader == "ffcv":
         write_cifar_beton(data)
     device = resolve_device(args.device)
@@ -161,8 +160,9 @@ def main(argv: list[str]) -> int:
     model, optimizer = build(channels_last=True)
     autocast_ctx = autocast_for(device, "auto")
     forward = torch.compile(model) if args.compile else model
-    loader = build_loader(cfg.data, split="train", views="two", shuffle=True, drop_last=True, seed=0,
-                          pin_memory=cuda)
+    with accept_rebuilt_cifar():
+        loader = build_loader(cfg.data, split="train", views="two", shuffle=True, drop_last=True, seed=0,
+                              pin_memory=cuda)
     sums = {}
 
     def project_step(views, labels):
@@ -184,7 +184,8 @@ def main(argv: list[str]) -> int:
 
     # (b) the plain baseline
     model, optimizer = build(channels_last=False)
-    dataset = tv_datasets.CIFAR10(str(data), train=True, transform=TwoViews("symmetric", 32, "cifar10"))
+    with accept_rebuilt_cifar():
+        dataset = tv_datasets.CIFAR10(str(data), train=True, transform=TwoViews("symmetric", 32, "cifar10"))
     baseline_loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True,
                                  num_workers=args.workers, persistent_workers=args.workers > 0)
 
