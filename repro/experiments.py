@@ -580,8 +580,9 @@ def collect_tables(opts: Options, experiment: str) -> dict:
                     result = None
                     for probe in ("full", "cached"):
                         path = run_dir / f"eval_{probe}.json"
-                        if path.exists() and json.loads(path.read_text()).get("checkpoint_epoch") == epochs:
-                            result, kind = json.loads(path.read_text()), probe
+                        found = json.loads(path.read_text()) if path.exists() else {}
+                        if found.get("checkpoint_epoch") == epochs:
+                            result, kind = found, probe
                             break
                     if result is None:
                         continue

@@ -358,7 +358,7 @@ class MoCoV2Plus(MomentumMethod):
 
     name = "mocov2plus"
     loss_fn = staticmethod(moco_loss)
-    extra_args = {"queue_size": 65536, "base_momentum": 0.99, "final_momentum": 0.999}
+    extra_args = {**MomentumMethod.extra_args, "queue_size": 65536, "final_momentum": 0.999}
     momentum_pairs = (("backbone", "momentum_backbone"), ("projector", "momentum_projector"))
 
     def __init__(self, cfg):
