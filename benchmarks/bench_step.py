@@ -47,7 +47,7 @@ from repro.optim import build_optimizer, scale_lr
 from repro.train import Pretrainer, autocast_for
 
 ROOT = Path(__file__).resolve().parents[1]
-# dense bf16 peak TFLOP/s by GPU name fragment (anchors.md)
+# dense bf16 peak TFLOP/s by GPU name fragment (docs/sources.md section 6)
 PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "V100": 125.0}
 
 

@@ -44,7 +44,7 @@ class DataConfig:
     root: str = "data"                # folder holding the dataset (DATA_DIR in the Makefile)
     train_split: str = "train"        # stl10 pretraining uses "train+unlabeled"
     eval_split: str = "test"
-    augmentations: str = "symmetric"  # named set in repro.data.augment (facts.md section 3)
+    augmentations: str = "symmetric"  # named set in repro.data.augment (docs/sources.md section 3)
     image_size: int = 0               # 0: the dataset's native size (32 CIFAR, 96 STL-10, 224 ImageNet)
     batch_size: int = 256             # global batch (all ranks together)
     num_workers: int = -1             # -1: min(8, cpu count)

@@ -27,7 +27,7 @@ def test_flop_count_equals_the_analytic_count_and_the_anchor():
     views = [torch.randn(2, 3, 32, 32), torch.randn(2, 3, 32, 32)]
     # solo-learn's stem (padding 2) leaves 34 x 34 after conv1: stages at 34, 17, 9, 5
     assert count_forward_flops(method, views) / 4 == _analytic_forward_flops((34, 17, 9, 5))
-    # with padding 1 the stages run at 32, 16, 8, 4: anchors.md's 1.11 GFLOP per view
+    # with padding 1 the stages run at 32, 16, 8, 4: docs/sources.md section 6's 1.11 GFLOP per view
     method.backbone.conv1.padding = (1, 1)
     per_view = count_forward_flops(method, views) / 4
     assert per_view == _analytic_forward_flops((32, 16, 8, 4))

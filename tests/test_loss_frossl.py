@@ -12,7 +12,7 @@ SHAPES = [(16, 8), (6, 10), (7, 7)]
 
 
 def reference_frossl(z1, z2, invariance_weight=1.0, use_logs=True):
-    """facts.md section 2 written independently: the variance term from singular values (no Gram
+    """docs/sources.md section 2 written independently: the variance term from singular values (no Gram
     matrix at all: ||K / tr K||_F^2 = sum s^4 / (sum s^2)^2), invariance as eq. 5 on unit columns."""
     n, d = z1.shape
 

@@ -1,7 +1,7 @@
 """SSL augmentation sets (torchvision transforms on PIL images).
 
 Parameters from solo-learn @9187ea3 `scripts/pretrain/{cifar,stl10,imagenet}/augmentations/`
-(facts.md section 3). Every set: RandomResizedCrop (bicubic), ColorJitter with p 0.8, grayscale,
+(docs/sources.md section 3). Every set: RandomResizedCrop (bicubic), ColorJitter with p 0.8, grayscale,
 Gaussian blur, solarization, horizontal flip 0.5; they differ as in this table.
 Each entry is (view-1 parameters, view-2 parameters).
 """

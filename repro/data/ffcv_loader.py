@@ -17,7 +17,7 @@ world size, so an epoch is a function of (seed, epoch) and a resumed run sees th
 The epoch's key is read by the compiled code at every batch (a tiny object-mode block), so one
 compiled pipeline serves all epochs.
 
-Hazards of ffcv on these machines (facts.md section 5) handled here: `import ffcv` sets torch's
+Hazards of ffcv on these machines (docs/sources.md section 5) handled here: `import ffcv` sets torch's
 thread count to 1 (and its Loader sets it again): restored; .beton files are written by
 data_prep/ in their own process, never here; a truncated or corrupt file is refused with a
 one-line error naming the file and the command that rebuilds it.
