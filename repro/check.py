@@ -14,6 +14,14 @@ check.txt and check.json beside the results. Status of a numeric cell:
                   overrides, the cached probe, a PROFILE=short run against the paper): shown,
                   never PASS or FAIL
   NO-REFERENCE    measured, but the paper has no value for that cell ("-")
+Each cell names where the paper's number comes from (its run, another paper, a mean of other cells)
+and may carry a second published reference of the recipe this artifact follows (repro/references.py,
+docs/references.md). A PASS/FAIL cell with a second reference, or whose value the paper copied, shows
+both verdicts in its status column, e.g.
+  FAIL vs paper (value from Ermolov et al. 2021) | PASS vs solo-learn published 90.74 +-1.0
+The `status` field and the exit status follow the paper's verdict only: the paper is what this
+artifact reproduces; the second verdict says whether a FAIL is a broken run or a value the paper
+took from another recipe. MISSING / NOT-COMPARABLE / NO-REFERENCE cells get no second verdict.
 A claim (a qualitative statement of the paper, e.g. "FroSSL has the lowest condition number") is
 PASS or FAIL when every value it needs is measured and comparable, else MISSING / NOT-COMPARABLE.
 
@@ -28,21 +36,20 @@ values measured by this project's own commands; while that file is absent its ce
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import math
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import yaml
-
 from repro.atomic import atomic_write_text
 from repro.cli import UserError, run_cli
+# the readers live in repro/expected.py; re-exported here for callers of repro.check
+from repro.expected import (EXPECTED_DIR, ROOT, as_number, load_expected, load_results,  # noqa: F401
+                            load_short_reference)
+from repro.references import ORDER, cell_source, second_reference
 
-ROOT = Path(__file__).resolve().parents[1]
-EXPECTED_DIR = ROOT / "expected_results"
-ORDER = ["figure2", "table2", "table3", "figure3", "figure4"]
+OWN_RUN = "own_run"   # the source key of a value the paper measured itself (no parenthesis in the verdict)
 STATUSES = ("PASS", "FAIL", "MISSING", "NOT-COMPARABLE", "NO-REFERENCE")
 
 
@@ -54,139 +61,34 @@ class Row:
     measured: float | str | None
     delta: float | None
     tolerance: float | str | None
-    status: str
+    status: str              # the verdict against the paper (the exit status follows it)
     note: str = ""
+    source: str = ""         # where the paper's value comes from (expected_results sources.<key>.label)
+    second_reference: str | None = None   # label of the second published reference, if any
+    second_value: float | None = None
+    second_tolerance: float | None = None
+    second_delta: float | None = None     # measured - second_value
+    second_status: str | None = None      # PASS / FAIL vs the second reference; None unless status is
+    verdict: str = ""                     # PASS/FAIL. Both verdicts on one line ('' = just status)
 
 
-# ---- reading ----------------------------------------------------------------------------------
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _read_expected_yaml(path: Path):
-    try:
-        return yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        mark = getattr(err, "problem_mark", None)
-        where = f"line {mark.line + 1}: " if mark is not None else ""
-        problem = getattr(err, "problem", None) or type(err).__name__
-        raise UserError(f"expected-results file '{path}' is not valid YAML ({where}{problem}): fix its syntax "
-                        f"(`git checkout -- {path}` restores a shipped file)") from None
-
-
-def _validate_expected(path: Path, spec: dict) -> None:
-    """Shape checks of an expected-results file: one line naming the file and key on a mistake."""
-    fix = f"fix {path} (`git checkout -- {path}` restores a shipped file)"
-    cells = spec.get("cells") or {}
-    if not isinstance(cells, dict):
-        raise UserError(f"{path}: 'cells' must be a mapping of cell -> {{paper, tolerance}}: {fix}")
-    tolerance = spec.get("tolerance") or {}
-    if not isinstance(tolerance, dict):
-        raise UserError(f"{path}: 'tolerance' must be a mapping (default, rationale): {fix}")
-    default = tolerance.get("default")
-    if default is not None and not _is_number(default):
-        raise UserError(f"{path}: tolerance.default = {default!r} is not a number: {fix}")
-    for cell, entry in cells.items():
-        if not isinstance(entry, dict):
-            raise UserError(f"{path}: cell '{cell}' must be a mapping with 'paper' (and 'tolerance'), "
-                            f"not {entry!r}: {fix}")
-        paper = entry.get("paper")
-        if paper is not None and not _is_number(paper):
-            raise UserError(f"{path}: cells.{cell}.paper = {paper!r} is not a number (null for the paper's "
-                            f"'-'): {fix}")
-        cell_tolerance = entry.get("tolerance", default)
-        if paper is not None and not _is_number(cell_tolerance):
-            raise UserError(f"{path}: cell '{cell}' has no numeric tolerance ({cell_tolerance!r}): give it "
-                            f"'tolerance: <number>' or set tolerance.default: {fix}")
-    claims = spec.get("claims") or []
-    if not isinstance(claims, list) or not all(isinstance(c, dict) and c.get("id") for c in claims):
-        raise UserError(f"{path}: 'claims' must be a list of mappings, each with an 'id', a 'statement' "
-                        f"and 'all': {fix}")
-
-
-def load_expected(expected_dir: Path = EXPECTED_DIR) -> dict[str, dict]:
-    specs = {}
-    for path in sorted(Path(expected_dir).glob("*.yaml")):
-        spec = _read_expected_yaml(path)
-        if not isinstance(spec, dict) or "experiment" not in spec:
-            raise UserError(f"{path}: not an expected-results file (no 'experiment' key): add "
-                            f"'experiment: <name>' or move the file out of {expected_dir}")
-        _validate_expected(path, spec)
-        spec["cells"] = spec.get("cells") or {}
-        spec["claims"] = spec.get("claims") or []
-        specs[spec["experiment"]] = spec
-    return specs
-
-
-def load_short_reference(experiment: str, expected_dir: Path = EXPECTED_DIR) -> dict | None:
-    path = Path(expected_dir) / "short" / f"{experiment}.yaml"
-    if not path.exists():
-        return None
-    reference = _read_expected_yaml(path)
-    fix = (f"delete {path} and record it again with `python -m repro.experiments record {experiment} "
-           f"--profile short`")
-    cells = reference.get("cells") if isinstance(reference, dict) else None
-    if not isinstance(cells, dict):
-        raise UserError(f"{path}: not a short-profile reference (no 'cells' mapping): {fix}")
-    for cell, entry in cells.items():
-        if not isinstance(entry, dict) or not _is_number(entry.get("value")):
-            raise UserError(f"{path}: cell '{cell}' has no numeric 'value': {fix}")
-        if entry.get("tolerance") is not None and not _is_number(entry["tolerance"]):
-            raise UserError(f"{path}: cells.{cell}.tolerance = {entry['tolerance']!r} is not a number: {fix}")
-    return reference
-
-
-def _number_like(value) -> bool:
-    """A value the checker can compare: null, a number, or a string holding one ("inf")."""
-    if value is None or _is_number(value):
-        return True
-    if isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return False
-        return True
-    return False
-
-
-def _validate_result(path: Path, data: dict) -> None:
-    fix = (f"correct it to a number, \"inf\" or null, or delete {path} and re-create it with "
-           f"`python -m repro.experiments collect {data.get('experiment')}`")
-    for name, cell in data["cells"].items():
-        if not isinstance(cell, dict):
-            raise UserError(f"result file '{path}': cell '{name}' is {cell!r}, not a mapping with a 'value': {fix}")
-        if not _number_like(cell.get("value")):
-            raise UserError(f"result file '{path}': cell '{name}' has value {cell.get('value')!r}, not a number: {fix}")
-        if cell.get("std") is not None and not _is_number(cell["std"]):
-            raise UserError(f"result file '{path}': cell '{name}' has std {cell['std']!r}, not a number: {fix}")
-        if "n" in cell and not (isinstance(cell["n"], int) and not isinstance(cell["n"], bool)):
-            raise UserError(f"result file '{path}': cell '{name}' has n {cell['n']!r}, not an integer: {fix}")
-
-
-def load_results(results_dir: Path) -> list[dict]:
-    results = []
-    for path in sorted(Path(results_dir).glob("*.json")):
-        try:
-            data = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise UserError(f"result file '{path}' is not valid JSON ({err}): delete it and re-create it with "
-                            f"`python -m repro.experiments collect <experiment>` (or `make <target>`)") from None
-        if isinstance(data, dict) and "experiment" in data and isinstance(data.get("cells"), dict):
-            _validate_result(path, data)
-            data.setdefault("profile", "paper")
-            data.setdefault("variant", "")
-            data["_path"] = str(path)
-            results.append(data)
-    return results
-
-
-def as_number(value) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        return float(value)  # "inf"
-    return float(value)
+def with_references(row: Row, spec: dict, cell: str) -> Row:
+    """Add the cell's source and, on a PASS/FAIL row, the verdict against its second reference."""
+    key = ((spec.get("cells") or {}).get(cell) or {}).get("source")
+    row.source = cell_source(spec, cell).get("label", "")
+    second = second_reference(spec, cell)
+    if second is not None:
+        row.second_reference, row.second_value = second["label"], second["value"]
+        row.second_tolerance = second["tolerance"]
+    if row.status not in ("PASS", "FAIL") or (second is None and key == OWN_RUN):
+        return row
+    row.verdict = f"{row.status} vs paper" + (f" ({row.source})" if key != OWN_RUN else "")
+    if second is not None:
+        row.second_delta = float(row.measured) - second["value"]
+        row.second_status = "PASS" if abs(row.second_delta) <= second["tolerance"] + 1e-9 else "FAIL"
+        row.verdict += (f" | {row.second_status} vs {second['label']} {second['value']:g} "
+                        f"+-{second['tolerance']:.1f}")
+    return row
 
 
 # ---- checking ---------------------------------------------------------------------------------
@@ -285,7 +187,8 @@ def check_experiment(spec: dict, result: dict | None, *, rows: set[str] | None =
             if paper is None and measured_cells.get(cell, {}).get("value") is None:
                 continue  # the paper's "-" and nothing measured: nothing to say
             tolerance = expected.get("tolerance", default_tolerance)
-            out.append(check_cell(label, cell, paper, tolerance, measured_cells.get(cell), expected.get("note", "")))
+            row = check_cell(label, cell, paper, tolerance, measured_cells.get(cell), expected.get("note", ""))
+            out.append(with_references(row, spec, cell))
         for cell in measured_cells:  # measured values the paper does not print (e.g. Figure 3's): shown
             if cell not in spec["cells"] and (rows is None or row_of(cell) in rows):
                 out.append(check_cell(label, cell, None, None, measured_cells[cell], "not in the paper's text"))
@@ -375,7 +278,7 @@ def format_table(rows: list[Row]) -> str:
     lines = [[r.experiment, r.cell, _fmt(r.paper, 1), _fmt(r.measured, 2),
               "-" if r.delta is None else f"{r.delta:+.2f}",
               "-" if r.tolerance is None else (r.tolerance if isinstance(r.tolerance, str) else f"+-{r.tolerance:.1f}"),
-              r.status] for r in rows]
+              r.verdict or r.status] for r in rows]
     widths = [max([len(h)] + [len(line[i]) for line in lines]) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     text = [fmt.format(*header), fmt.format(*("-" * w for w in widths))]
@@ -383,6 +286,10 @@ def format_table(rows: list[Row]) -> str:
     counts = {s: sum(r.status == s for r in rows) for s in STATUSES}
     text.append("")
     text.append("  ".join(f"{s}: {n}" for s, n in counts.items()) + f"  (of {len(rows)})")
+    seconds = [r.second_status for r in rows if r.second_status]
+    if seconds:
+        text.append(f"vs second references (not in the exit status): PASS: {seconds.count('PASS')}  "
+                    f"FAIL: {seconds.count('FAIL')}  (of {len(seconds)}; docs/references.md)")
     notes = [(r.experiment, r.cell, r.note) for r in rows
              if r.note and (r.status in ("FAIL", "NOT-COMPARABLE") or (r.paper == "claim" and r.status == "PASS"))]
     if notes:
@@ -424,6 +331,7 @@ def main(argv: list[str]) -> int:
     print(text, end="")
     text_path, json_path = save(table, results_dir, args.save_as)
     print(f"saved {text_path} and {json_path}", file=sys.stderr)
+    # the paper's verdict only: a FAIL vs the paper that PASSes vs the second reference still fails
     failed = any(r.status == "FAIL" for r in table)
     missing = any(r.status == "MISSING" for r in table)
     return 1 if failed or (args.strict and missing) else 0
