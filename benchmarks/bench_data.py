@@ -131,7 +131,7 @@ def accept_rebuilt_cifar():
 def write_cifar_beton(root: Path) -> Path:
     """<root>/ffcv/cifar10_train.beton through the project's converter (idempotent: a verified file
     is kept), in its own process (ffcv's writer forks; see data_prep/common.py)."""
-    from repro.data.ffcv_loader import beton_path
+    from repro.formats.beton import beton_path
 
     result = subprocess.run([sys.executable, "-m", "data_prep.write_cifar", "--dataset", "cifar10",
                              "--root", str(root), "--splits", "train"], cwd=ROOT, capture_output=True, text=True)

@@ -1,7 +1,7 @@
 """What the converters share: flags, the write-verify-rename step, the manifest, one-line errors.
 
-Every converter writes `<out>/<dataset>_<split>.beton` (the location repro.data.build_loader looks
-at) plus `<name>.beton.json`, a manifest with the count, the options and the file size. A split is
+Every converter writes `<out>/<dataset>_<split>.beton` plus `<name>.beton.json`, a manifest with
+the count, the options and the file size (the format: repro/formats/beton.py). A split is
 skipped when its file verifies (structure, count, manifest, same options) and rebuilt otherwise;
 a new file is written under a temporary name and renamed when complete, so an interrupted run
 never leaves a file that looks finished.
@@ -12,7 +12,6 @@ forks workers, which deadlock if a Loader in the same process holds numba's comp
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -22,10 +21,10 @@ from typing import Callable
 import numpy as np
 
 from repro.cli import UserError
-from repro.data.ffcv_loader import (BETON_FIELDS, beton_name, import_ffcv, inspect_beton, manifest_path,
-                                    subset_positions)
-
-MANIFEST_VERSION = 1
+from repro.formats.beton import (BETON_FIELDS, beton_name, expected_manifest, import_ffcv, inspect_beton,
+                                 manifest_path, verified, write_manifest)
+from repro.formats.catalog import dataset_record
+from repro.formats.order import subset_positions
 
 
 def common_parser(description: str) -> argparse.ArgumentParser:
@@ -67,47 +66,24 @@ class _Source:
             return np.zeros((1, 1, 3), np.uint8), -1
 
 
-def _options_match(manifest: dict, expected: dict) -> bool:
-    return all(manifest.get(key) == value for key, value in expected.items())
-
-
-def verified(path: Path, expected: dict) -> str | None:
-    """None when `path` is a complete file made with these options; else why it is not."""
-    if not path.exists():
-        return "absent"
-    try:
-        info = inspect_beton(path)
-    except UserError as err:
-        return str(err)
-    manifest_file = manifest_path(path)
-    if not manifest_file.is_file():
-        return "no manifest (unfinished or foreign file)"
-    manifest = json.loads(manifest_file.read_text())
-    if not _options_match(manifest, {k: v for k, v in expected.items() if k != "num_samples"}):
-        return "written with other options"
-    if info["num_samples"] != expected["num_samples"]:
-        return f"{info['num_samples']} samples, expected {expected['num_samples']}"
-    return None
-
-
 def write_split(*, dataset: str, split: str, out_dir: Path, load: Callable[[int], tuple[np.ndarray, int]],
                 count: int, describe: Callable[[int], str], image_field: dict, options: dict,
-                subset: int = 0, workers: int = -1, force: bool = False,
-                expected_total: int | None = None) -> Path:
+                subset: int = 0, workers: int = -1, force: bool = False) -> Path:
     """Write one split unless a verified file with the same options is there.
 
     load(i) -> (uint8 H x W x 3, label) for source index i < count; describe(i) names the source
     item in error messages; image_field: RGBImageField arguments; options: recorded in the
-    manifest and compared on the next run (with num_samples); expected_total: the official size
-    of the split, checked when no subset is asked for.
+    manifest and compared on the next run (with num_samples). A full split whose count differs
+    from the catalog's documented size is converted with a warning.
     """
     path = out_dir / beton_name(dataset, split)
     indices = subset_positions(count, subset)
-    if expected_total is not None and not subset and count != expected_total:
-        print(f"warning: {dataset} {split} has {count:,} images, the official split {expected_total:,}",
+    official = dataset_record(dataset).split_sizes.get(split)
+    if official is not None and not subset and count != official:
+        print(f"warning: {dataset} {split} has {count:,} images, the official split {official:,}",
               file=sys.stderr)
-    expected = {"manifest_version": MANIFEST_VERSION, "dataset": dataset, "split": split,
-                "num_samples": int(len(indices)), "subset": subset, **options}
+    expected = expected_manifest(dataset=dataset, split=split, num_samples=len(indices), subset=subset,
+                                 options=options)
     reason = "--force" if force else verified(path, expected)
     if reason is None:
         print(f"{path}: up to date ({len(indices):,} images), kept")
@@ -138,13 +114,7 @@ def write_split(*, dataset: str, split: str, out_dir: Path, load: Callable[[int]
     if info["num_samples"] != len(indices):  # the count check
         raise UserError(f"{partial}: {info['num_samples']} samples written, expected {len(indices)}")
     os.replace(partial, path)
-    manifest = {**expected, "bytes": path.stat().st_size,
-                "labels": {str(k): int(v) for k, v in zip(*np.unique(info["labels"], return_counts=True))},
-                "written": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "seconds": round(time.perf_counter() - start, 1)}
-    temp = manifest_path(path).with_suffix(".tmp")
-    temp.write_text(json.dumps(manifest, indent=1) + "\n")
-    os.replace(temp, manifest_path(path))
+    manifest = write_manifest(path, expected, info["labels"], time.perf_counter() - start)
     print(f"{path}: {len(indices):,} images, {manifest['bytes'] / 2**20:.1f} MiB, "
           f"{manifest['seconds']:.0f} s; count check passed")
     return path

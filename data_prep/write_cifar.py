@@ -19,27 +19,29 @@ import numpy as np
 
 from data_prep.common import choose_splits, common_parser, out_dir_for, write_split
 from repro.cli import UserError, run_cli
+from repro.formats.catalog import dataset_record
 
-# folder, files per split with their official md5 (torchvision's lists), label key, official sizes
+# files per split with their official md5 (torchvision's lists) and the label key; the folder, URL
+# and split sizes are the catalog's
 LAYOUT = {
-    "cifar10": ("cifar-10-batches-py", "labels", {
+    "cifar10": ("labels", {
         "train": [("data_batch_1", "c99cafc152244af753f735de768cd75f"),
                   ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
                   ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
                   ("data_batch_4", "634d18415352ddfa80567beed471001a"),
                   ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb")],
-        "test": [("test_batch", "40351d587109b95175f43aff81a1287e")]},
-        {"train": 50_000, "test": 10_000}, "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
-    "cifar100": ("cifar-100-python", "fine_labels", {
+        "test": [("test_batch", "40351d587109b95175f43aff81a1287e")]}),
+    "cifar100": ("fine_labels", {
         "train": [("train", "16019d7e3df5f24257cddd939b257f8d")],
-        "test": [("test", "f0ef6b0ae62326f3e7ffdfab6717acfc")]},
-        {"train": 50_000, "test": 10_000}, "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
+        "test": [("test", "f0ef6b0ae62326f3e7ffdfab6717acfc")]}),
 }
 
 
 def read_split(root: Path, dataset: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """(uint8 N x 32 x 32 x 3 images, int64 labels) as torchvision's CIFAR classes load them."""
-    folder, label_key, files, _, url = LAYOUT[dataset]
+    label_key, files = LAYOUT[dataset]
+    record = dataset_record(dataset)
+    folder, url = record.source_folder, record.download_url
     images, labels = [], []
     for name, md5 in files[split]:
         path = root / folder / name
@@ -68,15 +70,13 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dataset", required=True, choices=sorted(LAYOUT))
     args = parser.parse_args(argv)
     root, out_dir = Path(args.root), out_dir_for(args)
-    official = LAYOUT[args.dataset][3]
-    for split in choose_splits(args.splits, ("train", "test")):
+    for split in choose_splits(args.splits, dataset_record(args.dataset).splits):
         images, labels = read_split(root, args.dataset, split)
         write_split(dataset=args.dataset, split=split, out_dir=out_dir,
                     load=lambda i, images=images, labels=labels: (images[i], labels[i]),
                     count=len(labels), describe=lambda i, split=split: f"{args.dataset} {split} image {i}",
                     image_field={"write_mode": "raw"}, options={"format": "raw"},
-                    subset=args.subset, workers=args.workers, force=args.force,
-                    expected_total=official[split])
+                    subset=args.subset, workers=args.workers, force=args.force)
     return 0
 
 

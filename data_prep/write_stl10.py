@@ -18,12 +18,10 @@ import numpy as np
 
 from data_prep.common import choose_splits, common_parser, out_dir_for, write_split
 from repro.cli import UserError, run_cli
+from repro.formats.catalog import dataset_record
 
-FOLDER = "stl10_binary"
-URL = "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"
-SIDE = 96
-OFFICIAL = {"train": 5_000, "test": 8_000, "unlabeled": 100_000, "train+unlabeled": 105_000}
-SPLITS = tuple(OFFICIAL)
+STL10 = dataset_record("stl10")
+FOLDER, URL, SIDE = STL10.source_folder, STL10.download_url, STL10.image_size
 
 
 def read_part(root: Path, part: str) -> tuple[np.ndarray, np.ndarray]:
@@ -54,7 +52,7 @@ def main(argv: list[str]) -> int:
     parser = common_parser(__doc__.splitlines()[0])
     args = parser.parse_args(argv)
     root, out_dir = Path(args.root), out_dir_for(args)
-    for split in choose_splits(args.splits, SPLITS):
+    for split in choose_splits(args.splits, STL10.splits):
         parts = [read_part(root, part) for part in split.split("+")]
         starts = np.cumsum([0] + [len(images) for images, _ in parts])
 
@@ -66,8 +64,7 @@ def main(argv: list[str]) -> int:
         write_split(dataset="stl10", split=split, out_dir=out_dir, load=load, count=int(starts[-1]),
                     describe=lambda i, split=split: f"stl10 {split} image {i}",
                     image_field={"write_mode": "raw"}, options={"format": "raw"},
-                    subset=args.subset, workers=args.workers, force=args.force,
-                    expected_total=OFFICIAL[split])
+                    subset=args.subset, workers=args.workers, force=args.force)
     return 0
 
 

@@ -11,6 +11,8 @@ from repro.config import load_config
 from repro.data import build_loader
 from repro.data.datasets import build_dataset
 
+CPU = torch.device("cpu")
+
 
 def test_digits_split_is_fixed_and_disjoint():
     train, test = build_dataset("digits", "unused", "train"), build_dataset("digits", "unused", "test")
@@ -70,13 +72,15 @@ def test_image_folder_two_views(tmp_path):
     _write_image_folder(tmp_path)
     cfg = load_config(None, [f"data.root={tmp_path}", "data.dataset=imagefolder", "data.image_size=32",
                              "data.num_workers=0", "data.batch_size=4", "data.augmentations=imagenet_simclr"])
-    loader = build_loader(cfg.data, split="train", views="two", shuffle=True, drop_last=True, seed=0)
+    loader = build_loader(cfg.data, device=CPU, split="train", views="two", shuffle=True, drop_last=True,
+                          seed=0)
     assert len(loader) == 3
     (view1, view2), labels = next(iter(loader.epoch(0)))
     assert view1.shape == view2.shape == (4, 3, 32, 32)
     assert not torch.equal(view1, view2)
     assert set(labels.tolist()) <= {0, 1}
-    evaluation = build_loader(cfg.data, split="val", views="eval", shuffle=False, drop_last=False, seed=0)
+    evaluation = build_loader(cfg.data, device=CPU, split="val", views="eval", shuffle=False, drop_last=False,
+                              seed=0)
     (images,), _ = next(iter(evaluation.epoch(0)))
     assert images.shape == (4, 3, 32, 32)
 
@@ -84,7 +88,8 @@ def test_image_folder_two_views(tmp_path):
 def test_epochs_are_reproducible_and_distinct():
     cfg = load_config(None, ["data.dataset=digits", "data.augmentations=digits", "data.num_workers=0",
                              "data.batch_size=16", "model.in_channels=1"])
-    loader = build_loader(cfg.data, split="train", views="two", shuffle=True, drop_last=True, seed=3)
+    loader = build_loader(cfg.data, device=CPU, split="train", views="two", shuffle=True, drop_last=True,
+                          seed=3)
     first = next(iter(loader.epoch(5)))
     again = next(iter(loader.epoch(5)))
     other = next(iter(loader.epoch(6)))
@@ -120,7 +125,7 @@ def _digits_loader(**kwargs):
                              "data.batch_size=16", "model.in_channels=1"])
     args = dict(split="train", views="two", shuffle=True, drop_last=True, seed=1)
     args.update(kwargs)
-    return build_loader(cfg.data, **args)
+    return build_loader(cfg.data, device=CPU, **args)
 
 
 def test_resuming_mid_epoch_gives_the_same_batches():

@@ -21,8 +21,8 @@ from repro.cli import UserError
 from repro.config import load_config
 from repro.data import build_loader
 from repro.data.augment import AUGMENTATION_SETS, TwoViews, mean_std
-from repro.data.ffcv_loader import (FFCVTwoViewLoader, import_ffcv, inspect_beton, keep_torch_threads,
-                                    sample_uniforms)
+from repro.data.ffcv_loader import FFCVTwoViewLoader, sample_uniforms
+from repro.formats.beton import import_ffcv, inspect_beton, keep_torch_threads
 from tests.conftest import ROOT, SHARED_CIFAR
 from tests.test_data import _write_stl10
 
@@ -30,6 +30,7 @@ pytest.importorskip("ffcv")
 # numba's note that the crop stage's object-mode block (it reads the epoch key) is not parallel
 pytestmark = pytest.mark.filterwarnings("ignore:Code running in object mode:numba.core.errors.NumbaWarning")
 
+CPU = torch.device("cpu")
 NOISE, COORDS = 256, 256  # synthetic CIFAR-100 train split: noise images, then coordinate images
 
 
@@ -245,7 +246,8 @@ def test_truncated_or_corrupt_beton_is_a_one_line_error_naming_the_rebuild(cifar
     for damaged in (good[: len(good) // 3], good[:-10], bytes(garbled)):
         path.write_bytes(damaged)
         with pytest.raises(UserError) as err:
-            build_loader(cfg.data, split="train", views="two", shuffle=True, drop_last=True, seed=0)
+            build_loader(cfg.data, device=CPU, split="train", views="two", shuffle=True, drop_last=True,
+                         seed=0)
         message = str(err.value)
         assert "\n" not in message and str(path) in message and "truncated or corrupt" in message
         assert f"python -m data_prep.write_cifar --dataset cifar100 --root {tmp_path} --splits train" in message
@@ -310,7 +312,8 @@ def test_build_loader_takes_the_ffcv_path_when_the_beton_exists(cifar100, tmp_pa
     root, _, _ = cifar100
     cfg = load_config(None, ["data.dataset=cifar100", f"data.root={root}", "data.batch_size=64",
                              "data.num_workers=1"])
-    loader = build_loader(cfg.data, split="train", views="two", shuffle=True, drop_last=True, seed=0, subset=128)
+    loader = build_loader(cfg.data, device=CPU, split="train", views="two", shuffle=True, drop_last=True,
+                          seed=0, subset=128)
     lines = capsys.readouterr().err.strip().splitlines()
     assert isinstance(loader, FFCVTwoViewLoader) and len(lines) == 1 and "FFCV two-view loader" in lines[0]
     assert len(loader) == 2 and len(loader.dataset) == 128
@@ -319,13 +322,15 @@ def test_build_loader_takes_the_ffcv_path_when_the_beton_exists(cifar100, tmp_pa
     # no .beton there: the torchvision path, one line naming the command that builds the file
     empty = load_config(None, ["data.dataset=cifar100", f"data.root={tmp_path}", "data.download=false"])
     with pytest.raises(UserError):  # (and no CIFAR-100 files either)
-        build_loader(empty.data, split="train", views="two", shuffle=True, drop_last=True, seed=0)
+        build_loader(empty.data, device=CPU, split="train", views="two", shuffle=True, drop_last=True,
+                     seed=0)
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "torchvision two-view loader" in lines[0]
     assert "python -m data_prep.write_cifar --dataset cifar100" in lines[0]
     forced = load_config(None, ["data.dataset=cifar100", f"data.root={tmp_path}", "data.loader=ffcv"])
     with pytest.raises(UserError, match="does not exist: build it with"):
-        build_loader(forced.data, split="train", views="two", shuffle=True, drop_last=True, seed=0)
+        build_loader(forced.data, device=CPU, split="train", views="two", shuffle=True, drop_last=True,
+                     seed=0)
 
 
 # ---- augmentation statistics against the torchvision path ------------------------------------------

@@ -1,12 +1,14 @@
-"""The one entry point for data: the trainer and the evaluators ask for dataset X, split Y, and a
-view kind, and get an epoch-seeded loader of (views, labels) batches.
+"""The one entry point for data: the trainer and the evaluators ask for dataset X, split Y, a view
+kind and the training device, and get an epoch-seeded loader of (views, labels) batches.
 
-    loader = build_loader(cfg.data, split="train", views="two", shuffle=True, drop_last=True, seed=0)
+    loader = build_loader(cfg.data, split="train", views="two", shuffle=True, drop_last=True, seed=0,
+                          device=torch.device("cuda"))
     for views, labels in loader.epoch(epoch): ...   # views: list of (N, C, H, W) tensors
 
 View kinds: "two" (two augmented SSL views), "probe" (crop + flip, one view), "eval" (no
-augmentation, one view). Each epoch's order and each sample's augmentation are a function of (seed, epoch, index) alone,
-so a run resumed anywhere sees exactly the batches an uninterrupted run sees.
+augmentation, one view). Batches and their order come from repro.formats.order; each sample's
+augmentation draws from repro.seeds.sample_seed(epoch seed, index): a run resumed anywhere sees
+exactly the batches an uninterrupted run sees.
 """
 from __future__ import annotations
 
@@ -16,18 +18,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from repro.data.augment import AUGMENTATION_SETS, TwoViews, eval_transform, probe_train_transform
-from repro.data.datasets import DATASETS, build_dataset, num_classes
+from repro.data.datasets import build_dataset, num_classes
+from repro.formats.catalog import DATASETS
+from repro.formats.order import batch_count, check_sharding, epoch_batches
+from repro.seeds import epoch_seed, sample_seed
 
-__all__ = ["AUGMENTATION_SETS", "DATASETS", "Loader", "build_loader", "epoch_seed", "image_size",
-           "num_classes"]
+__all__ = ["AUGMENTATION_SETS", "DATASETS", "Loader", "build_loader", "image_size", "num_classes"]
 
 
 def image_size(data_cfg) -> int:
     return data_cfg.image_size or DATASETS[data_cfg.dataset].image_size
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    return seed * 1_000_003 + epoch
 
 
 def default_workers(requested: int) -> int:
@@ -48,23 +48,21 @@ class SeededSamples(Dataset):
 
     def __getitem__(self, index: int):
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.epoch_seed * 10_000_019 + index)
+            torch.manual_seed(sample_seed(self.epoch_seed, index))
             return self.dataset[index]
 
 
 class Loader:
     """A dataset plus batching rules; `epoch(e)` gives that epoch's reproducible batches.
 
-    `batch_size` is the global batch: with world_size > 1 each rank gets its own disjoint
-    `batch_size / world_size` slice of every global batch, so the ranks together see exactly
-    the batches a single process would.
+    `batch_size` is the global batch (repro.formats.order). pin_memory: page-locked batches, for
+    a CUDA training device.
     """
 
     def __init__(self, dataset, *, batch_size: int, shuffle: bool, drop_last: bool,
                  num_workers: int, seed: int, pin_memory: bool = False, rank: int = 0,
                  world_size: int = 1):
-        if batch_size % world_size:
-            raise ValueError(f"global batch {batch_size} is not divisible by world size {world_size}")
+        check_sharding(batch_size, rank, world_size)
         self.dataset = dataset
         self.samples = SeededSamples(dataset)
         self.batch_size = batch_size
@@ -77,23 +75,13 @@ class Loader:
         self.world_size = world_size
 
     def __len__(self) -> int:
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return batch_count(len(self.dataset), self.batch_size, self.drop_last)
 
     def batches(self, epoch: int, start_batch: int = 0) -> list[list[int]]:
         """This rank's sample indices, batch by batch, from global batch `start_batch` on."""
-        n = len(self.dataset)
-        if self.shuffle:
-            order = torch.randperm(n, generator=torch.Generator().manual_seed(epoch_seed(self.seed, epoch)))
-        else:
-            order = torch.arange(n)
-        per_rank = self.batch_size // self.world_size
-        out = []
-        for b in range(start_batch, len(self)):
-            batch = order[b * self.batch_size:(b + 1) * self.batch_size]
-            shard = batch[self.rank * per_rank:(self.rank + 1) * per_rank] if self.world_size > 1 else batch
-            out.append(shard.tolist())
-        return out
+        return [batch.tolist() for batch in epoch_batches(
+            len(self.dataset), seed=self.seed, epoch=epoch, shuffle=self.shuffle, drop_last=self.drop_last,
+            batch_size=self.batch_size, rank=self.rank, world_size=self.world_size, start_batch=start_batch)]
 
     def epoch(self, epoch: int, start_batch: int = 0):
         """Batches of epoch `epoch` (from global batch `start_batch`, to resume mid-epoch)."""
@@ -109,17 +97,21 @@ class Loader:
 
 
 def build_loader(data_cfg, *, split: str, views: str, shuffle: bool, drop_last: bool, seed: int,
-                 batch_size: int | None = None, subset: int = 0, pin_memory: bool = False,
-                 rank: int = 0, world_size: int = 1) -> Loader:
-    """subset > 0: a fixed random subset of the split (see build_dataset)."""
+                 device: torch.device, batch_size: int | None = None, subset: int = 0,
+                 rank: int = 0, world_size: int = 1):
+    """A Loader (or, for two views, the FFCV loader when its file exists) for the training device
+    `device`: on CUDA, batches come in pinned memory and FFCV's colour augmentation runs on the
+    GPU; on CPU the same code runs there. subset > 0: a fixed random subset of the split."""
+    device = torch.device(device)
     size = image_size(data_cfg)
+    batch_size = batch_size or data_cfg.batch_size
     if views == "two":
         # FFCV when <root>/ffcv/<dataset>_<split>.beton exists (data.loader), else torchvision;
         # one log line says which. Imported here: numba/ffcv load only when used.
         from repro.data.ffcv_loader import two_view_ffcv_loader
         fast = two_view_ffcv_loader(data_cfg, split=split, shuffle=shuffle, drop_last=drop_last, seed=seed,
-                                    batch_size=batch_size or data_cfg.batch_size, subset=subset,
-                                    pin_memory=pin_memory, rank=rank, world_size=world_size, image_size=size)
+                                    batch_size=batch_size, subset=subset, device=device, rank=rank,
+                                    world_size=world_size, image_size=size)
         if fast is not None:
             return fast
         transform = TwoViews(data_cfg.augmentations, size, data_cfg.dataset)
@@ -131,6 +123,6 @@ def build_loader(data_cfg, *, split: str, views: str, shuffle: bool, drop_last: 
         raise ValueError(f"unknown view kind {views!r}: two, probe or eval")
     dataset = build_dataset(data_cfg.dataset, data_cfg.root, split, transform,
                             download=data_cfg.download, subset=subset)
-    return Loader(dataset, batch_size=batch_size or data_cfg.batch_size, shuffle=shuffle,
-                  drop_last=drop_last, num_workers=default_workers(data_cfg.num_workers), seed=seed,
-                  pin_memory=pin_memory, rank=rank, world_size=world_size)
+    return Loader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
+                  num_workers=default_workers(data_cfg.num_workers), seed=seed,
+                  pin_memory=device.type == "cuda", rank=rank, world_size=world_size)

@@ -1,57 +1,33 @@
-"""Datasets through their real loaders.
+"""Datasets through their real loaders; which folder, class and URL belong to which dataset is
+the catalog's (repro/formats/catalog.py).
 
-- cifar10 / cifar100: torchvision's classes on the original python-pickle files
-  (`<root>/cifar-10-batches-py`, `<root>/cifar-100-python`).
-- stl10: torchvision's class on the original binary files (`<root>/stl10_binary`); splits
-  `train`, `test`, `unlabeled` (label -1) and `train+unlabeled` (the paper's pretraining set).
+- cifar10 / cifar100 / stl10: torchvision's classes on the original files under the root; STL-10's
+  `unlabeled` images carry label -1, and `train+unlabeled` is the paper's pretraining set.
 - imagefolder: any `<root>/<split>/<class>/<image>` tree (ImageNet's layout).
-- digits: scikit-learn's bundled 8x8 handwritten digits (1,797 images, ships inside the package,
-  so the demo runs offline anywhere); a fixed 1,297 / 500 train/test split.
+- digits: scikit-learn's bundled 8x8 handwritten digits (ships inside the package, so the demo
+  runs offline anywhere), with a fixed train/test split of this project's.
 
 torchvision downloads CIFAR/STL-10 when `download` is on and the network allows; otherwise a
 one-line error says where to put the files.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image
 from torch.utils.data import Dataset, Subset
 from torchvision import datasets as tv_datasets
 
 from repro.cli import UserError
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    num_classes: int
-    image_size: int       # native training resolution
-    cifar_stem: bool      # the small-image ResNet stem
-    splits: tuple[str, ...]
-
-
-DATASETS: dict[str, DatasetInfo] = {
-    "cifar10": DatasetInfo(10, 32, True, ("train", "test")),
-    "cifar100": DatasetInfo(100, 32, True, ("train", "test")),
-    "stl10": DatasetInfo(10, 96, False, ("train", "test", "unlabeled", "train+unlabeled")),
-    "imagefolder": DatasetInfo(0, 224, False, ()),  # classes and splits come from the folder tree
-    "digits": DatasetInfo(10, 8, True, ("train", "test")),
-}
-
-_TORCHVISION = {
-    "cifar10": (tv_datasets.CIFAR10, "cifar-10-batches-py", "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"),
-    "cifar100": (tv_datasets.CIFAR100, "cifar-100-python", "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"),
-    "stl10": (tv_datasets.STL10, "stl10_binary", "http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz"),
-}
+from repro.formats.catalog import DatasetRecord, dataset_record
+from repro.formats.order import subset_positions
 
 
 class Digits(Dataset):
     """scikit-learn's digits as 8x8 grayscale PIL images (values 0..16 scaled to 0..255)."""
 
-    TRAIN_SIZE = 1297
+    TRAIN_SIZE = dataset_record("digits").split_sizes["train"]
 
     def __init__(self, split: str, transform=None):
         from sklearn.datasets import load_digits
@@ -74,8 +50,9 @@ class Digits(Dataset):
         return image, self.targets[index]
 
 
-def _torchvision_dataset(name: str, root: Path, split: str, transform, download: bool) -> Dataset:
-    cls, folder, url = _TORCHVISION[name]
+def _torchvision_dataset(record: DatasetRecord, root: Path, split: str, transform, download: bool) -> Dataset:
+    cls = getattr(tv_datasets, record.torchvision_class)
+    name, folder, url = record.name, record.source_folder, record.download_url
     kwargs = {"split": split} if name == "stl10" else {"train": split == "train"}
 
     def make(download_now: bool):
@@ -98,26 +75,24 @@ def _torchvision_dataset(name: str, root: Path, split: str, transform, download:
 
 
 def num_classes(dataset: str, root: str | Path, split: str = "train") -> int:
-    info = DATASETS[dataset]
+    record = dataset_record(dataset)
     if dataset == "imagefolder":
         folder = Path(root) / split
         return len([p for p in folder.iterdir() if p.is_dir()]) if folder.is_dir() else 0
-    return info.num_classes
+    return record.num_classes
 
 
 def build_dataset(dataset: str, root: str | Path, split: str, transform=None, *,
                   download: bool = False, subset: int = 0) -> Dataset:
     """The dataset `dataset` / `split` yielding (transform(image), label); label -1 = unlabelled.
 
-    subset > 0 keeps a fixed random subset of that many images (seed 0, independent of the run's
-    seed, so every method sees the same images).
+    subset > 0 keeps a fixed random subset of that many images (repro.formats.order.subset_positions:
+    the images a converter's --subset writes).
     """
-    if dataset not in DATASETS:
-        raise UserError(f"unknown dataset {dataset!r}: choose one of {', '.join(DATASETS)}")
-    info = DATASETS[dataset]
+    record = dataset_record(dataset)
     root = Path(root)
-    if info.splits and split not in info.splits:
-        raise UserError(f"dataset {dataset} has no split {split!r}: choose one of {', '.join(info.splits)}")
+    if record.splits and split not in record.splits:
+        raise UserError(f"dataset {dataset} has no split {split!r}: choose one of {', '.join(record.splits)}")
     if dataset == "digits":
         data = Digits(split, transform)
     elif dataset == "imagefolder":
@@ -130,9 +105,7 @@ def build_dataset(dataset: str, root: str | Path, split: str, transform=None, *,
         except (FileNotFoundError, RuntimeError) as err:
             raise UserError(f"image folder '{folder}' holds no images in class sub-folders ({err})") from None
     else:
-        data = _torchvision_dataset(dataset, root, split, transform, download)
+        data = _torchvision_dataset(record, root, split, transform, download)
     if subset and subset < len(data):
-        generator = torch.Generator().manual_seed(0)
-        indices = torch.randperm(len(data), generator=generator)[:subset].sort().values.tolist()
-        data = Subset(data, indices)
+        data = Subset(data, subset_positions(len(data), subset).tolist())
     return data

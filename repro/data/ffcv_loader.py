@@ -17,15 +17,14 @@ world size, so an epoch is a function of (seed, epoch) and a resumed run sees th
 The epoch's key is read by the compiled code at every batch (a tiny object-mode block), so one
 compiled pipeline serves all epochs.
 
-Hazards of ffcv on these machines (docs/sources.md section 5) handled here: `import ffcv` sets torch's
-thread count to 1 (and its Loader sets it again): restored; .beton files are written by
-data_prep/ in their own process, never here; a truncated or corrupt file is refused with a
-one-line error naming the file and the command that rebuilds it.
+Hazards of ffcv on these machines (docs/sources.md section 5) handled here: ffcv's Loader sets
+torch's thread count (as its import does): restored; .beton files are written by data_prep/ in
+their own process, never here; a truncated or corrupt file is refused with a one-line error
+naming the file and the command that rebuilds it (repro/formats/beton.py, the file format).
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import queue
 import sys
 import warnings
@@ -38,132 +37,14 @@ import torch
 from repro.cli import UserError
 from repro.data.augment import AUGMENTATION_SETS, mean_std
 from repro.data.gpu_augment import NUM_DRAWS, BatchAugment
-
-BETON_FIELDS = ("image", "label")
+from repro.formats.beton import beton_path, import_ffcv, inspect_beton, keep_torch_threads, rebuild_command
+from repro.formats.catalog import dataset_record
+from repro.formats.order import batch_count, check_sharding, epoch_batches, subset_positions
+from repro.seeds import stream_seed
 
 # The crop stage reads the epoch key in a tiny object-mode block; numba warns, once per compile
 # and from ffcv's thread, that this block does not run in parallel (it does not need to).
 warnings.filterwarnings("ignore", message="Code running in object mode won't allow parallel execution")
-
-
-# ---- files ---------------------------------------------------------------------------------------
-
-def beton_name(dataset: str, split: str) -> str:
-    return f"{dataset}_{split}.beton"
-
-
-def beton_path(root: str | Path, dataset: str, split: str) -> Path:
-    """The conventional location the converters write to and build_loader looks at."""
-    return Path(root) / "ffcv" / beton_name(dataset, split)
-
-
-def manifest_path(path: Path) -> Path:
-    return Path(str(path) + ".json")
-
-
-_CONVERTER = {"cifar10": "write_cifar --dataset cifar10", "cifar100": "write_cifar --dataset cifar100",
-              "stl10": "write_stl10", "imagefolder": "write_imagefolder"}
-
-
-def rebuild_command(dataset: str, root: str | Path, split: str | None = None) -> str:
-    """The command that (re)builds a split's .beton (a damaged file is replaced, a good one kept)."""
-    if dataset not in _CONVERTER:
-        return f"(no FFCV converter for dataset {dataset})"
-    splits = f" --splits {split}" if split else ""
-    return f"python -m data_prep.{_CONVERTER[dataset]} --root {root}{splits}"
-
-
-@contextlib.contextmanager
-def keep_torch_threads():
-    """ffcv sets torch's intra-op thread count as a side effect (import, Loader, each epoch)."""
-    threads = torch.get_num_threads()
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
-def import_ffcv():
-    with keep_torch_threads(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        import ffcv  # noqa: F401
-        import ffcv.loader  # noqa: F401
-    return ffcv
-
-
-def inspect_beton(path: str | Path, rebuild: str = "") -> dict:
-    """Check a .beton's structure without trusting it; return {'num_samples', 'fields', 'labels'}.
-
-    Catches truncation (the allocation table or a sample's data past the end of the file), a
-    garbled header or metadata, and a manifest (written by data_prep) that disagrees with the file.
-    Cannot see flipped bits inside pixel data (no checksum over the data: too slow for ImageNet).
-    """
-    path = Path(path)
-    hint = f": rebuild it with `{rebuild}`" if rebuild else ""
-
-    def corrupt(reason: str) -> UserError:
-        return UserError(f"'{path}' is truncated or corrupt ({reason}){hint}")
-
-    if not path.is_file():
-        raise UserError(f"'{path}' not found{hint.replace('rebuild', 'build')}")
-    import_ffcv()
-    from ffcv.types import ALLOC_TABLE_TYPE, CURRENT_VERSION, FieldDescType, HeaderType, get_handlers, \
-        get_metadata_type
-    from ffcv.utils import decode_null_terminated_string
-
-    size = path.stat().st_size
-    if size < HeaderType.itemsize:
-        raise corrupt(f"{size} bytes, shorter than the header")
-    header = np.fromfile(path, dtype=HeaderType, count=1)[0]
-    if header["version"] != CURRENT_VERSION:
-        raise corrupt(f"format version {header['version']}, expected {CURRENT_VERSION}")
-    num_samples, num_fields = int(header["num_samples"]), int(header["num_fields"])
-    page_size, table_at = int(header["page_size"]), int(header["alloc_table_ptr"])
-    if not 0 < num_fields <= 16 or page_size <= 0 or page_size & (page_size - 1):
-        raise corrupt(f"garbled header: {num_fields} fields, page size {page_size}")
-    descriptors_at = HeaderType.itemsize
-    metadata_at = descriptors_at + num_fields * FieldDescType.itemsize
-    if metadata_at > size:
-        raise corrupt("ends inside the field descriptors")
-    descriptors = np.fromfile(path, dtype=FieldDescType, count=num_fields, offset=descriptors_at)
-    try:
-        handlers = get_handlers(descriptors)
-    except (KeyError, ValueError) as err:
-        raise corrupt(f"unknown field type ({err})") from None
-    names = [decode_null_terminated_string(d["name"]) for d in descriptors]
-    if tuple(names) != BETON_FIELDS:
-        raise corrupt(f"fields {names}, expected {list(BETON_FIELDS)}")
-    metadata_type = get_metadata_type(handlers)
-    data_at = metadata_at + num_samples * metadata_type.itemsize
-    if not data_at <= table_at <= size:
-        raise corrupt(f"allocation table at byte {table_at}, file has {size} (data region from {data_at})")
-    if (size - table_at) % ALLOC_TABLE_TYPE.itemsize:
-        raise corrupt("the allocation table is cut short")
-    metadata = np.fromfile(path, dtype=metadata_type, count=num_samples, offset=metadata_at)
-    table = np.fromfile(path, dtype=ALLOC_TABLE_TYPE, offset=table_at)
-    images, labels = metadata["f0"], metadata["f1"]
-    if len(table) != num_samples:
-        raise corrupt(f"{len(table)} allocations for {num_samples} samples")
-    if num_samples:
-        ends = table["ptr"] + table["size"]
-        if table["ptr"].min() < data_at or ends.max() > table_at:
-            raise corrupt("sample data outside the data region")
-        if not np.isin(images["data_ptr"], table["ptr"]).all():
-            raise corrupt("an image points at no allocation")
-        if images["mode"].max() > 1 or images["width"].min() == 0 or images["height"].min() == 0:
-            raise corrupt("garbled image metadata")
-    manifest_file = manifest_path(path)
-    if manifest_file.is_file():
-        try:
-            manifest = json.loads(manifest_file.read_text())
-        except json.JSONDecodeError:
-            raise corrupt(f"unreadable manifest '{manifest_file}'") from None
-        if manifest.get("bytes") != size or manifest.get("num_samples") != num_samples:
-            raise corrupt(f"{size} bytes / {num_samples} samples, its manifest says "
-                          f"{manifest.get('bytes')} / {manifest.get('num_samples')}")
-    return {"num_samples": num_samples, "labels": np.asarray(labels).copy(),
-            "max_height": int(images["height"].max()) if num_samples else 0,
-            "max_width": int(images["width"].max()) if num_samples else 0}
 
 
 # ---- the compiled crop stage -----------------------------------------------------------------------
@@ -176,11 +57,6 @@ class EpochKey:
 
     def read(self) -> np.uint64:
         return np.uint64(self.value)
-
-
-def stream_seed(*words: int) -> int:
-    """A 64-bit seed from integers (numpy's SeedSequence hashing): distinct streams per purpose."""
-    return int(np.random.SeedSequence([int(w) for w in words]).generate_state(1, dtype=np.uint64)[0])
 
 
 _CROPS, _COLOUR = 1, 2  # stream purposes
@@ -249,31 +125,7 @@ def _two_crops_decoder_class():
     return TwoRandomResizedCrops
 
 
-# ---- order and sharding ------------------------------------------------------------------------------
-
-def epoch_batches(num_samples: int, *, seed: int, epoch: int, shuffle: bool, drop_last: bool,
-                  batch_size: int, rank: int = 0, world_size: int = 1, start_batch: int = 0) -> list[np.ndarray]:
-    """This rank's positions (0..num_samples-1), batch by batch, from global batch `start_batch`.
-
-    The same order as repro.data.Loader.batches (torch.randperm seeded by epoch_seed), so the FFCV
-    and torchvision paths see the same images in the same batches; with world_size > 1 each rank
-    takes its slice of every global batch of `batch_size`.
-    """
-    from repro.data import epoch_seed
-
-    if shuffle:
-        order = torch.randperm(num_samples, generator=torch.Generator().manual_seed(epoch_seed(seed, epoch)))
-    else:
-        order = torch.arange(num_samples)
-    order = order.numpy()
-    per_rank = batch_size // world_size
-    count = num_samples // batch_size if drop_last else -(-num_samples // batch_size)
-    batches = []
-    for b in range(start_batch, count):
-        batch = order[b * batch_size:(b + 1) * batch_size]
-        batches.append(batch[rank * per_rank:(rank + 1) * per_rank] if world_size > 1 else batch)
-    return batches
-
+# ---- ffcv's traversal order -------------------------------------------------------------------------
 
 def _fixed_order_class():
     import_ffcv()
@@ -348,29 +200,27 @@ class BetonSplit:
 class FFCVTwoViewLoader:
     """Two augmented views per image from a .beton, with repro.data.Loader's interface and batches.
 
-    batch_size is the global batch; with world_size > 1 each rank gets its slice of every global
-    batch (as Loader). indices: the file's samples to use (build_dataset's subset). Every view of
-    an image is a function of (seed, epoch, image index, view) alone: the same whatever the rank,
-    world size, batch or resume point. device: where colour augmentation runs and the views land
-    (the training device). augment_threads: torch threads for colour augmentation on CPU (None:
-    leave as is).
+    batch_size is the global batch, sharded over ranks as Loader's (repro.formats.order). The
+    file's samples used: `indices` if given, else the fixed subset of `subset` images (0: all), the
+    images build_dataset's subset keeps. Every view of an image is a function of (seed, epoch,
+    image index, view) alone: the same whatever the rank, world size, batch or resume point.
+    device: where colour augmentation runs and the views land (the training device).
+    augment_threads: torch threads for colour augmentation on CPU (None: leave as is).
     """
 
     def __init__(self, path: str | Path, *, dataset: str, augmentations: str, image_size: int,
                  batch_size: int, seed: int, shuffle: bool = True, drop_last: bool = True,
-                 num_workers: int = -1, indices=None, rank: int = 0, world_size: int = 1,
+                 num_workers: int = -1, indices=None, subset: int = 0, rank: int = 0, world_size: int = 1,
                  device: str | torch.device = "cpu", rebuild: str = "", batches_ahead: int = 3,
                  augment_threads: int | None = 1):
-        if batch_size % world_size:
-            raise ValueError(f"global batch {batch_size} is not divisible by world size {world_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank {rank} outside world size {world_size}")
+        check_sharding(batch_size, rank, world_size)
         self.path = Path(path)
         info = inspect_beton(self.path, rebuild)
         ffcv = import_ffcv()
         from ffcv.fields.basics import IntDecoder
 
-        indices = np.arange(info["num_samples"]) if indices is None else np.asarray(indices, dtype=np.int64)
+        indices = subset_positions(info["num_samples"], subset) if indices is None \
+            else np.asarray(indices, dtype=np.int64)
         if len(indices) and (indices.min() < 0 or indices.max() >= info["num_samples"]):
             raise ValueError(f"indices outside the {info['num_samples']} samples of {self.path}")
         self.dataset = BetonSplit(self.path, indices, info["labels"][indices])
@@ -393,8 +243,7 @@ class FFCVTwoViewLoader:
 
     def __len__(self) -> int:
         """Global batches per epoch (as Loader)."""
-        n = len(self.dataset)
-        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+        return batch_count(len(self.dataset), self.batch_size, self.drop_last)
 
     def batches(self, epoch: int, start_batch: int = 0) -> list[np.ndarray]:
         """This rank's file indices, batch by batch, from global batch `start_batch` on."""
@@ -453,14 +302,12 @@ class FFCVTwoViewLoader:
 # ---- the entry point's FFCV branch (repro.data.build_loader) -----------------------------------------
 
 def two_view_ffcv_loader(data_cfg, *, split: str, shuffle: bool, drop_last: bool, seed: int,
-                         batch_size: int, subset: int, pin_memory: bool, rank: int, world_size: int,
+                         batch_size: int, subset: int, device: torch.device, rank: int, world_size: int,
                          image_size: int) -> FFCVTwoViewLoader | None:
     """The FFCV loader when `data.loader` allows it and `<root>/ffcv/<dataset>_<split>.beton`
     exists, else None (the caller uses the torchvision path). Prints the one line that says which.
-
-    The training device is not passed to build_loader; the trainer asks for pinned memory exactly
-    when it trains on CUDA, so colour augmentation runs on the current CUDA device then, else on CPU.
-    """
+    Colour augmentation runs on `device`, the training device (on CUDA without an index: the
+    current CUDA device)."""
     path = beton_path(data_cfg.root, data_cfg.dataset, split)
     command = rebuild_command(data_cfg.dataset, data_cfg.root, split)
     mode = getattr(data_cfg, "loader", "auto")
@@ -471,7 +318,7 @@ def two_view_ffcv_loader(data_cfg, *, split: str, shuffle: bool, drop_last: bool
     if mode == "torchvision":
         log(f"torchvision two-view loader for {data_cfg.dataset} {split} (data.loader=torchvision)")
         return None
-    if data_cfg.dataset not in _CONVERTER:
+    if not dataset_record(data_cfg.dataset).has_converter:
         if mode == "ffcv":
             raise UserError(f"data.loader=ffcv but there is no FFCV converter for dataset {data_cfg.dataset}: "
                             f"use data.loader=auto or torchvision")
@@ -491,23 +338,15 @@ def two_view_ffcv_loader(data_cfg, *, split: str, shuffle: bool, drop_last: bool
         return None
     from repro.data import default_workers
 
-    device = torch.device("cuda", torch.cuda.current_device()) if pin_memory and torch.cuda.is_available() \
-        else torch.device("cpu")
-    info_count = inspect_beton(path, command)["num_samples"]
-    indices = subset_positions(info_count, subset)
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     loader = FFCVTwoViewLoader(path, dataset=data_cfg.dataset, augmentations=data_cfg.augmentations,
                                image_size=image_size, batch_size=batch_size, seed=seed, shuffle=shuffle,
                                drop_last=drop_last, num_workers=default_workers(data_cfg.num_workers),
-                               indices=indices, rank=rank, world_size=world_size, device=device,
+                               subset=subset, rank=rank, world_size=world_size, device=device,
                                rebuild=command)
-    log(f"FFCV two-view loader for {data_cfg.dataset} {split}: {path} ({len(indices):,} images, "
+    log(f"FFCV two-view loader for {data_cfg.dataset} {split}: {path} ({len(loader.dataset):,} images, "
         f"augmentation on {device})")
     return loader
 
-
-def subset_positions(count: int, subset: int) -> np.ndarray:
-    """build_dataset's subset rule (randperm seeded 0, first `subset`, sorted): the same images."""
-    if not subset or subset >= count:
-        return np.arange(count)
-    generator = torch.Generator().manual_seed(0)
-    return torch.randperm(count, generator=generator)[:subset].sort().values.numpy()
