@@ -281,3 +281,96 @@ def test_a_crash_while_saving_leaves_the_previous_check_whole(tmp_path, monkeypa
     after = {p.name: p.read_text() for p in results.iterdir()}
     assert after["check.txt"] == before["check.txt"] and after["check.json"] == before["check.json"]
     assert set(after) == set(before)                                 # no temporary file left behind
+
+
+# ---- sources and second references (expected_results/*.yaml, repro/references.py) ---------------
+
+def test_value_equal_to_the_second_reference_gives_both_verdicts_on_one_line(tmp_path):
+    """SimCLR CIFAR-10: the paper prints Ermolov et al.'s 91.8, solo-learn published 90.74. A run
+    landing on 90.74 FAILs against the paper (|delta| 1.06 > 1.0) and PASSes against solo-learn;
+    the exit status follows the paper."""
+    results = tmp_path / "results"
+    write_result(results, "table2", {"cifar10/simclr": cell(90.74), "cifar10/frossl": cell(92.8),
+                                     "stl10/frossl": cell(70.0, False, "cached probe")})
+    rows = by_cell(run_check(results), "table2")
+    simclr = rows["cifar10/simclr"]
+    assert simclr.status == "FAIL" and simclr.second_status == "PASS"
+    assert simclr.second_value == 90.74 and simclr.second_delta == pytest.approx(0.0)
+    assert rows["cifar10/frossl"].status == "PASS" and rows["cifar10/frossl"].second_status is None
+    assert rows["stl10/frossl"].status == "NOT-COMPARABLE" and rows["stl10/frossl"].second_status is None
+    assert rows["cifar100/simclr"].status == "MISSING" and rows["cifar100/simclr"].second_status is None
+    result = run_cli(results)
+    assert result.returncode == 1, result.stdout + result.stderr      # FAIL vs the paper fails the check
+    line = next(x for x in result.stdout.splitlines() if x.split()[:2] == ["table2", "cifar10/simclr"])
+    assert "FAIL vs paper (value from Ermolov et al. 2021) | PASS vs solo-learn published 90.74 +-1.0" in line
+    own = next(x for x in result.stdout.splitlines() if x.split()[:2] == ["table2", "cifar10/frossl"])
+    assert own.split()[-1] == "PASS"                                    # the paper's own run: one verdict
+    for cell_name, status in (("stl10/frossl", "NOT-COMPARABLE"), ("cifar100/simclr", "MISSING")):
+        line = next(x for x in result.stdout.splitlines() if x.split()[:2] == ["table2", cell_name])
+        assert line.split()[-1] == status                               # rules and text unchanged
+    saved = json.loads((results / "check.json").read_text())
+    assert saved["counts"]["FAIL"] == 1 and saved["counts"]["PASS"] == 1   # counts are the paper's verdicts
+    row = next(r for r in saved["rows"] if r["cell"] == "cifar10/simclr")
+    assert row["second_status"] == "PASS" and row["second_reference"] == "solo-learn published"
+
+
+def test_a_pass_vs_the_paper_can_fail_the_second_reference_without_failing_the_check(tmp_path):
+    results = tmp_path / "results"
+    write_result(results, "table2", {"cifar10/wmse": cell(91.3)})      # paper 91.6, solo-learn 88.67
+    result = run_cli(results)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "PASS vs paper (value from Ermolov et al. 2021) | FAIL vs solo-learn published 88.67 +-1.0" in result.stdout
+
+
+def test_every_cell_names_its_source_and_every_second_reference_its_own():
+    specs = load_expected()
+    assert sum(len(s["cells"]) for s in specs.values()) == 48 + 55 + 5
+    for name, spec in specs.items():
+        for cell_name, entry in spec["cells"].items():
+            source = spec["sources"][entry["source"]]
+            assert source["label"] and source["detail"], (name, cell_name)
+            second = entry.get("second")
+            if second is None:
+                assert entry.get("no_second") or spec.get("no_second_reference"), (name, cell_name)
+                continue
+            reference = spec["second_references"][second["ref"]]
+            assert reference["label"] and reference["tolerance"] > 0, (name, cell_name)
+            assert "commit" in reference["source"] and "README" in reference["source"], (name, cell_name)
+    table2 = specs["table2"]["cells"]
+    # the paper's own runs are its FroSSL rows, CorInfoMax CIFAR and every STL-10 cell (section 6.1)
+    assert {c for c, e in table2.items() if e["source"] == "own_run"} == (
+        {f"stl10/{r}" for r in specs["table2"]["rows"]}
+        | {f"{d}/{r}" for d in ("cifar10", "cifar100") for r in ("frossl", "frossl_nologs", "corinfomax")})
+    assert {c for c, e in table2.items() if e["source"] == "ermolov"} == {"cifar10/simclr", "cifar10/wmse",
+                                                                          "cifar100/wmse"}
+    # a value copied from solo-learn is its published value rounded to one decimal
+    for cell_name, entry in table2.items():
+        if entry["source"] == "solo_learn":
+            assert entry["second"]["ref"] == "solo_learn" and round(entry["second"]["value"], 1) == entry["paper"]
+        if entry["source"] == "ermolov":
+            assert abs(entry["second"]["value"] - entry["paper"]) > 0.05   # not solo-learn's value
+
+
+def test_references_doc_is_generated_from_the_yaml():
+    from repro.references import DOC, disagreements, render_doc
+    specs = load_expected()
+    assert DOC.read_text() == render_doc(specs), "docs/references.md is stale: run python -m repro.references"
+    listed = {(d["experiment"], d["cell"]) for d in disagreements(specs)}
+    assert listed == {("table2", "cifar10/simclr"), ("table2", "cifar10/wmse"), ("table2", "cifar100/wmse"),
+                      ("table2", "cifar100/corinfomax")}
+    for experiment, name in listed:
+        assert f"| {experiment} | {name} |" in DOC.read_text()
+
+
+def test_cell_without_source_or_with_unknown_second_reference_is_one_line(tmp_path):
+    expected = copy_expected(tmp_path)
+    text = (expected / "table2.yaml").read_text()
+    (expected / "table2.yaml").write_text(text.replace("cifar10/frossl: {paper: 92.8, mark: underlined, source: own_run}",
+                                                       "cifar10/frossl: {paper: 92.8}"))
+    line = one_error_line(check_cli("--results", tmp_path / "results", "--expected", expected))
+    assert str(expected / "table2.yaml") in line and "cifar10/frossl" in line and "source" in line
+    (expected / "table2.yaml").write_text(text.replace("second: {ref: solo_learn, value: 90.74}",
+                                                       "second: {ref: solo_learn_v2, value: 90.74}"))
+    line = one_error_line(check_cli("--results", tmp_path / "results", "--expected", expected))
+    assert "cells.cifar10/simclr.second" in line and "solo_learn" in line
+    assert not (tmp_path / "results" / "check.txt").exists()
