@@ -17,8 +17,12 @@ help: ## list the targets
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u | \
 	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
 
-setup: ## install everything (apt libraries, .venv with pinned packages, ffcv from source)
+setup: ## install everything (python3.X-venv/-dev and ffcv's apt libraries, .venv from the hash-locked requirements*.lock, ffcv from source)
 	@$(SETUP)
+
+.PHONY: fresh-machine-test
+fresh-machine-test: ## (root, ~4 GB of downloads) the README's two commands in a fresh Debian 12 root (debootstrap) [PYTEST_ARGS=]
+	bash scripts/fresh_machine_test.sh
 
 demo: setup ## CPU demo: FroSSL on bundled digits + linear probe vs random init (1-3 min on 2 CPU cores)
 	$(PYTHON) -m repro.demo $(ARGS)
