@@ -26,7 +26,6 @@ import math
 import os
 import platform
 import time
-from contextlib import nullcontext
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -40,11 +39,10 @@ from repro.cli import UserError, run_cli
 from repro.config import load_config
 from repro.data import build_loader
 from repro.data.augment import TwoViews
-from repro.distributed import resolve_device
+from repro.device import DeviceSetup
 from repro.methods import build_method
-from repro.models import to_device
 from repro.optim import build_optimizer, scale_lr
-from repro.train import Pretrainer, autocast_for
+from repro.train import Pretrainer
 
 ROOT = Path(__file__).resolve().parents[1]
 # dense bf16 peak TFLOP/s by GPU name fragment (docs/sources.md section 6)
@@ -86,28 +84,23 @@ def count_forward_flops(model: nn.Module, views: list[torch.Tensor]) -> float:
     return 2.0 * macs[0]
 
 
-def measure(step_fn, batches, steps: int, warmup: int, device) -> dict:
+def measure(step_fn, batches, steps: int, warmup: int, setup: DeviceSetup) -> dict:
     """Run warm-up steps, then time `steps` steps (data loading included)."""
     it = iter(batches)
     start = time.perf_counter()
     for _ in range(warmup):
         step_fn(*next(it))
-    sync(device)
+    setup.synchronize()
     warm = time.perf_counter() - start
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    if setup.cuda:
+        torch.cuda.reset_peak_memory_stats(setup.device)
     start = time.perf_counter()
     for _ in range(steps):
         step_fn(*next(it))
-    sync(device)
+    setup.synchronize()
     elapsed = time.perf_counter() - start
     return {"warmup_s": warm, "step_s": elapsed / steps,
-            "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None}
-
-
-def sync(device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+            "peak_memory_gb": torch.cuda.max_memory_allocated(setup.device) / 2**30 if setup.cuda else None}
 
 
 def endless(loader_epochs):
@@ -139,51 +132,49 @@ def main(argv: list[str]) -> int:
     data = cifar_root(args.root, args.cache)
     if args.loader == "ffcv":
         write_cifar_beton(data)
-    device = resolve_device(args.device)
     cfg = load_config(ROOT / "repro/configs/cifar10/frossl.yaml", [
         f"data.root={data}", f"data.loader={args.loader}", f"data.batch_size={args.batch}",
         f"data.num_workers={args.workers}", f"model.width={args.width}", f"device={args.device}"])
-    cuda = device.type == "cuda"
-    if cuda:
-        torch.backends.cudnn.benchmark = True
+    # (a) runs the trainer's switches (bf16 + channels-last on CUDA, as `auto` resolves them); (b) fp32 NCHW
+    project = DeviceSetup.from_config(cfg)
+    plain = DeviceSetup.create(project.device, precision="fp32", channels_last=False)
+    device = project.device
+    project.apply_backend_settings()
     results = {}
 
-    def build(channels_last: bool):
+    def build(setup: DeviceSetup):
         torch.manual_seed(0)
-        method = to_device(build_method(cfg), device, channels_last)
+        method = setup.module(build_method(cfg))
         model = Pretrainer(method, nn.Linear(method.backbone.num_features, 10)).to(device)
         optimizer = build_optimizer("lars", [{"params": list(model.parameters())}],
                                     lr=scale_lr(0.3, args.batch), weight_decay=1e-6)
         return model, optimizer
 
     # (a) the project's step
-    model, optimizer = build(channels_last=True)
-    autocast_ctx = autocast_for(device, "auto")
+    model, optimizer = build(project)
     forward = torch.compile(model) if args.compile else model
     with accept_rebuilt_cifar():
         loader = build_loader(cfg.data, split="train", views="two", shuffle=True, drop_last=True, seed=0,
-                              pin_memory=cuda)
+                              device=project.device)
     sums = {}
 
     def project_step(views, labels):
-        views = [v.to(device, non_blocking=True) for v in views]
-        if cuda:
-            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-        with autocast_ctx:
-            loss, terms = forward(views, labels.to(device, non_blocking=True))
+        views, labels = project.batch(views, labels)
+        with project.autocast():
+            loss, terms = forward(views, labels)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         for k, v in terms.items():  # kept on the device, as the trainer does
             sums[k] = sums.get(k, 0) + v.detach().float()
 
-    results["project"] = measure(project_step, endless(loader.epoch), args.steps, args.warmup, device)
+    results["project"] = measure(project_step, endless(loader.epoch), args.steps, args.warmup, project)
     probe_views = [torch.randn(2, 3, 32, 32, device=device) for _ in range(2)]   # FLOPs scale with the batch
     flops_per_step = 3 * count_forward_flops(model.method, probe_views) * args.batch / 2
     del model, optimizer, forward
 
     # (b) the plain baseline
-    model, optimizer = build(channels_last=False)
+    model, optimizer = build(plain)
     with accept_rebuilt_cifar():
         dataset = tv_datasets.CIFAR10(str(data), train=True, transform=TwoViews("symmetric", 32, "cifar10"))
     baseline_loader = DataLoader(dataset, batch_size=args.batch, shuffle=True, drop_last=True,
@@ -203,14 +194,14 @@ def main(argv: list[str]) -> int:
         del print_value
 
     results["baseline"] = measure(baseline_step, endless(lambda e: iter(baseline_loader)), args.steps,
-                                  args.warmup, device)
+                                  args.warmup, plain)
 
     for name in ("project", "baseline"):
         r = results[name]
         r["views_per_s"] = 2 * args.batch / r["step_s"]
         r["images_per_s"] = args.batch / r["step_s"]
     ratio = results["baseline"]["step_s"] / results["project"]["step_s"]
-    gpu = torch.cuda.get_device_name(device) if cuda else None
+    gpu = torch.cuda.get_device_name(device) if project.cuda else None
     peak = next((v for k, v in PEAK_TFLOPS.items() if gpu and k in gpu), None)
     report = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

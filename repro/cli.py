@@ -1,6 +1,7 @@
 """What every command-line entry point shares: one-line errors for bad input, non-zero exits."""
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable
 
@@ -9,13 +10,26 @@ class UserError(Exception):
     """Bad input from the user: reported as one line naming the problem and the fix, exit code 2."""
 
 
+class Preempted(Exception):
+    """A stop signal arrived and the run saved what it needs to resume; the CLI exits 128 + signal
+    (the shell's convention for a process ended by that signal: 143 for SIGTERM)."""
+
+    def __init__(self, signum: int, message: str = ""):
+        super().__init__(message or f"stopped by {signal.Signals(signum).name}")
+        self.signum = signum
+
+
 def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
-    """Run `main(argv)`; turn a UserError into `error: <message>` on stderr and exit status 2."""
+    """Run `main(argv)`; turn a UserError into `error: <message>` on stderr and exit status 2, and a
+    Preempted into its message and exit status 128 + signal."""
     try:
         code = main(sys.argv[1:] if argv is None else argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
+    except Preempted as stop:
+        print(stop, file=sys.stderr)
+        sys.exit(128 + stop.signum)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         sys.exit(130)

@@ -32,20 +32,18 @@ from tqdm import tqdm
 from repro.checkpoint import CHECKPOINT, load_checkpoint, load_run_config, write_json
 from repro.cli import UserError, run_cli
 from repro.data import build_loader, num_classes
+from repro.device import DeviceSetup
 from repro.methods import build_method
-from repro.models import to_device
-from repro.distributed import resolve_device
-from repro.train import autocast_for
 
 
 @torch.no_grad()
-def extract_features(backbone: nn.Module, loader, device, autocast_ctx, desc: str = "features"):
+def extract_features(backbone: nn.Module, loader, setup: DeviceSetup, desc: str = "features"):
     """Backbone features (float32, on CPU) and labels of one pass over `loader`."""
     backbone.eval()
     features, labels = [], []
     for (images,), batch_labels in tqdm(loader.epoch(0), total=len(loader), desc=desc, leave=False):
-        with autocast_ctx:
-            feats = backbone(images.to(device, non_blocking=True))
+        with setup.autocast():
+            feats = backbone(setup.images(images))
         features.append(feats.float().cpu())
         labels.append(batch_labels)
     return torch.cat(features), torch.cat(labels)
@@ -124,22 +122,22 @@ def linear_probe_cached(train_features, train_labels, test_features, test_labels
     return _probe_accuracy(classifier, test_features, test_labels)
 
 
-def linear_probe_full(backbone: nn.Module, cfg, device, autocast_ctx, test_features, test_labels, *,
+def linear_probe_full(backbone: nn.Module, cfg, setup: DeviceSetup, test_features, test_labels, *,
                       classes: int) -> tuple[float, float]:
     """The paper's probe: augmented training images through the frozen backbone every epoch."""
     loader = build_loader(cfg.data, split="train", views="probe", shuffle=True, drop_last=False,
                           seed=cfg.seed, batch_size=cfg.eval.probe_batch_size, subset=cfg.data.subset,
-                          pin_memory=device.type == "cuda")
+                          device=setup.device)
     torch.manual_seed(cfg.seed)
-    classifier = nn.Linear(backbone.num_features, classes).to(device)
+    classifier = nn.Linear(backbone.num_features, classes).to(setup.device)
     optimizer, scheduler = _probe_optimizer(classifier, cfg.eval)
     backbone.eval()
     for epoch in tqdm(range(cfg.eval.probe_epochs), desc="linear probe", leave=False):
         for (images,), labels in loader.epoch(epoch):
-            labels = labels.to(device, non_blocking=True)
+            labels = setup.labels(labels)
             keep = labels >= 0
-            with torch.no_grad(), autocast_ctx:
-                feats = backbone(images.to(device, non_blocking=True))
+            with torch.no_grad(), setup.autocast():
+                feats = backbone(setup.images(images))
             loss = F.cross_entropy(classifier(feats.float()[keep]), labels[keep])
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -148,7 +146,7 @@ def linear_probe_full(backbone: nn.Module, cfg, device, autocast_ctx, test_featu
     return _probe_accuracy(classifier.cpu(), test_features, test_labels)
 
 
-def load_backbone(run_dir: Path, cfg, device, *, random_init: bool) -> tuple[nn.Module, int]:
+def load_backbone(run_dir: Path, cfg, setup: DeviceSetup, *, random_init: bool) -> tuple[nn.Module, int]:
     """The run's backbone at its last checkpoint (or at its initialisation), and that epoch."""
     torch.manual_seed(cfg.seed)  # the same initialisation the training started from
     method = build_method(cfg)
@@ -161,7 +159,7 @@ def load_backbone(run_dir: Path, cfg, device, *, random_init: bool) -> tuple[nn.
         state = load_checkpoint(path)
         method.load_state_dict(state["method"])
         epoch = state["epoch"]
-    return to_device(method.backbone, device, cfg.model.channels_last), epoch
+    return setup.module(method.backbone), epoch
 
 
 def evaluate_run(run_dir: str | Path, *, probe: str | None = None, random_init: bool = False,
@@ -172,9 +170,8 @@ def evaluate_run(run_dir: str | Path, *, probe: str | None = None, random_init: 
     if probe not in ("full", "cached"):
         raise UserError(f"--probe {probe!r}: choose full or cached")
     out_path = run_dir / f"eval_{probe}{'_random_init' if random_init else ''}.json"
-    device = resolve_device(device_name or cfg.device)
-    autocast_ctx = autocast_for(device, cfg.train.precision)
-    backbone, epoch = load_backbone(run_dir, cfg, device, random_init=random_init)
+    setup = DeviceSetup.from_config(cfg, device=device_name)
+    backbone, epoch = load_backbone(run_dir, cfg, setup, random_init=random_init)
     if out_path.exists() and not force:
         previous = json.loads(out_path.read_text())
         if previous.get("checkpoint_epoch") == epoch:
@@ -183,18 +180,20 @@ def evaluate_run(run_dir: str | Path, *, probe: str | None = None, random_init: 
 
     classes = num_classes(cfg.data.dataset, cfg.data.root, "train")
     feature_loader = build_loader(cfg.data, split="train", views="eval", shuffle=False, drop_last=False,
-                                  seed=cfg.seed, batch_size=cfg.eval.probe_batch_size, subset=cfg.data.subset)
+                                  seed=cfg.seed, batch_size=cfg.eval.probe_batch_size, subset=cfg.data.subset,
+                                  device=setup.device)
     test_loader = build_loader(cfg.data, split=cfg.data.eval_split, views="eval", shuffle=False,
-                               drop_last=False, seed=cfg.seed, batch_size=cfg.eval.probe_batch_size)
-    train_features, train_labels = extract_features(backbone, feature_loader, device, autocast_ctx, "train features")
-    test_features, test_labels = extract_features(backbone, test_loader, device, autocast_ctx, "test features")
+                               drop_last=False, seed=cfg.seed, batch_size=cfg.eval.probe_batch_size,
+                               device=setup.device)
+    train_features, train_labels = extract_features(backbone, feature_loader, setup, "train features")
+    test_features, test_labels = extract_features(backbone, test_loader, setup, "test features")
     knn = knn_top1(train_features, train_labels, test_features, test_labels, k=cfg.eval.knn_k,
                    temperature=cfg.eval.knn_temperature)
     if probe == "cached":
         top1, top5 = linear_probe_cached(train_features, train_labels, test_features, test_labels, cfg.eval,
                                          classes=classes, seed=cfg.seed)
     else:
-        top1, top5 = linear_probe_full(backbone, cfg, device, autocast_ctx, test_features, test_labels,
+        top1, top5 = linear_probe_full(backbone, cfg, setup, test_features, test_labels,
                                        classes=classes)
     result = {"method": cfg.method, "dataset": cfg.data.dataset, "probe": probe, "random_init": random_init,
               "checkpoint_epoch": epoch, "epochs": cfg.optim.epochs, "probe_epochs": cfg.eval.probe_epochs,

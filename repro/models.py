@@ -10,7 +10,6 @@ ResNet18 is torchvision's. Two stems:
 """
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torchvision.models import resnet18 as torchvision_resnet18
 from torchvision.models.resnet import BasicBlock
@@ -73,10 +72,3 @@ def build_backbone(model_cfg) -> nn.Module:
     return resnet18(width=model_cfg.width, cifar_stem=model_cfg.cifar_stem,
                     in_channels=model_cfg.in_channels)
 
-
-def to_device(module: nn.Module, device: torch.device, channels_last: bool) -> nn.Module:
-    """Move to the device; channels-last memory format only on CUDA (where it speeds up convs)."""
-    module = module.to(device)
-    if channels_last and device.type == "cuda":
-        module = module.to(memory_format=torch.channels_last)
-    return module
