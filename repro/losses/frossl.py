@@ -5,8 +5,10 @@ L. Sanchez Giraldo, 2023/2024, arXiv:2310.02903, eq. 4-6:
 
     L = log ||Z1^T Z1||_F^2 + log ||Z2^T Z2||_F^2 + (1/N) sum_i ||z1_i - z2_i||^2
 
-with the normalisation of the authors' code (OFSkean/FroSSL `solo/losses/frossl.py`,
-`frossl_loss_func`, the two-view form used for the paper's tables):
+with the normalisation of the authors' code (OFSkean/FroSSL `solo/losses/frossl.py`
+`frossl_loss_func` @e841c57; the same computation as `searmse_loss_func` in the fork's first FroSSL
+code, 2698b42 of 2023-12-20, which its training method called then; from 2024-01-24 the method
+calls the multi-view form below instead. docs/sources.md section 2):
   * every embedding dimension is centred over the batch and scaled to L2 norm sqrt(D) over the
     batch (Zhat = sqrt(D) U, U with unit-norm columns);
   * invariance = mean squared error over the N*D entries of Zhat1 - Zhat2 = ||U1 - U2||_F^2 / N;
@@ -20,8 +22,8 @@ Differences from the authors' code, none of which changes the value on healthy i
   * the column norm is sqrt(sum z^2 + eps^2) instead of the plain norm (the code divides by
     the std and then by the norm with no epsilon: a collapsed, constant dimension gives NaN);
     with eps = 1e-6 the difference is a relative 1e-12 / (2 ||z_col||^2);
-  * the trace is a tensor (the code calls `trace(K).item()`: a device-to-host sync every step
-    and a graph break under torch.compile);
+  * the trace is a tensor (the code @e841c57 calls `trace(K).item()`: a device-to-host sync every
+    step and a graph break under torch.compile);
   * the norm arithmetic always runs in at least float32, also under autocast.
 
 `use_logs=False` is the "no logs" ablation of Tables 2 and 3: the same terms, the variance term

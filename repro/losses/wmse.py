@@ -19,8 +19,9 @@ batch must be a multiple of the sub-batch size. Defaults from solo-learn's CIFAR
 (scripts/pretrain/cifar/wmse.yaml): whitening_size 128, 1 iteration.
 
 One difference between the two codes: solo-learn's `wmse_loss_func` (simplified form) detaches the
-second view of every pair, the authors' code does not. Default here: the authors' symmetric loss;
-`stop_gradient_second=True` gives solo-learn's.
+second view of every pair, the authors' code does not. This function's default is the authors'
+symmetric loss; `stop_gradient_second=True` gives solo-learn's, which the Table 2 configs set (the
+paper quotes solo-learn's W-MSE numbers).
 """
 from __future__ import annotations
 
