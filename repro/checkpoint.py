@@ -43,12 +43,15 @@ def load_checkpoint(path: Path) -> dict:
 
 def environment() -> dict:
     def git_commit() -> str:
+        # where git cannot tell (the Docker image has no .git), the commit the image was built
+        # from: the Dockerfile sets FROSSL_GIT_COMMIT from its GIT_COMMIT build argument
+        fallback = os.environ.get("FROSSL_GIT_COMMIT", "").strip() or "unknown"
         try:
             out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                                  cwd=Path(__file__).parent, timeout=10)
-            return out.stdout.strip() or "unknown"
         except (OSError, subprocess.SubprocessError):
-            return "unknown"
+            return fallback
+        return (out.returncode == 0 and out.stdout.strip()) or fallback
 
     cuda = torch.cuda.is_available()
     return {
