@@ -7,8 +7,8 @@ from a torchvision + PIL DataLoader, on the same real CIFAR-10 images and the sa
 
 (a) FFCV: repro.data.ffcv_loader.FFCVTwoViewLoader on a raw-pixel .beton (data_prep.write_cifar):
     decode + two random resized crops + flips in FFCV's compiled pipeline, colour jitter /
-    grayscale / blur per image in torch on the CPU (the training device here), normalised float
-    views out.
+    grayscale / blur per image in torch on the training device (--device, default cpu),
+    normalised float views out.
 (b) baseline, solo-learn style: torchvision's CIFAR10 dataset with the same two-view PIL
     transforms (repro.data.augment.TwoViews), torch DataLoader(shuffle, drop_last, one worker per
     core). Workers start each epoch (persistent_workers=False, as solo-learn and the trainer).
@@ -91,8 +91,14 @@ def cifar_root(root: str | Path | None, cache: Path = DEFAULT_CACHE) -> Path:
                     f"cifar-10-batches-py")
 
 
-def time_epochs(epochs, warmup: int, timed: int, batches: int) -> dict:
-    """Iterate `epochs(e)` (a fresh iterator per epoch); report the timed epochs' batches/s."""
+def time_epochs(epochs, warmup: int, timed: int, batches: int, device: torch.device) -> dict:
+    """Iterate `epochs(e)` (a fresh iterator per epoch); report the timed epochs' batches/s (on
+    CUDA, each epoch's clock stops once the device has finished its queued work)."""
+
+    def finish() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
     warm_start = time.perf_counter()
     for e in range(warmup):
         for i, _ in enumerate(epochs(e)):
@@ -107,6 +113,7 @@ def time_epochs(epochs, warmup: int, timed: int, batches: int) -> dict:
             counts += 1
             if batches and i + 1 >= batches:
                 break
+        finish()
         seconds += time.perf_counter() - start
     return {"batches": counts, "seconds": round(seconds, 2), "batches_per_s": round(counts / seconds, 2),
             "images_per_s": round(counts * labels.shape[0] / seconds, 1), "warmup_s": round(warmup_s, 1)}
@@ -132,15 +139,16 @@ def write_cifar_beton(root: Path) -> Path:
     """<root>/ffcv/cifar10_train.beton through the project's converter (idempotent: a verified file
     is kept), in its own process (ffcv's writer forks; see data_prep/common.py)."""
     from repro.formats.beton import beton_path
+    from repro.formats.catalog import dataset_record
 
-    result = subprocess.run([sys.executable, "-m", "data_prep.write_cifar", "--dataset", "cifar10",
-                             "--root", str(root), "--splits", "train"], cwd=ROOT, capture_output=True, text=True)
+    result = subprocess.run([sys.executable, *dataset_record("cifar10").converter_argv(root, ["train"])],
+                            cwd=ROOT, capture_output=True, text=True)
     if result.returncode:
         raise UserError(f"converting CIFAR-10 failed: {result.stderr.strip().splitlines()[-1]}")
     return beton_path(root, "cifar10", "train")
 
 
-def torchvision_epochs(root: Path, batch_size: int, workers: int):
+def torchvision_epochs(root: Path, batch_size: int, workers: int, device: torch.device):
     from torch.utils.data import DataLoader
     from torchvision import datasets
 
@@ -151,17 +159,20 @@ def torchvision_epochs(root: Path, batch_size: int, workers: int):
 
     def epochs(epoch: int):
         generator = torch.Generator().manual_seed(epoch)
-        return iter(DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True,
-                               num_workers=workers, generator=generator, persistent_workers=False))
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
+                            generator=generator, persistent_workers=False, pin_memory=device.type == "cuda")
+        # on the training device, as the FFCV path's views are
+        return ([v.to(device, non_blocking=True) for v in views], labels.to(device, non_blocking=True))
+                for views, labels in loader)
     return epochs, len(dataset)
 
 
-def ffcv_epochs(root: Path, batch_size: int, workers: int):
+def ffcv_epochs(root: Path, batch_size: int, workers: int, device: torch.device):
     from repro.data.ffcv_loader import FFCVTwoViewLoader
 
     path = write_cifar_beton(root)
     loader = FFCVTwoViewLoader(path, dataset="cifar10", augmentations=AUGMENTATIONS, image_size=32,
-                               batch_size=batch_size, seed=0, num_workers=workers, device="cpu")
+                               batch_size=batch_size, seed=0, num_workers=workers, device=device)
     return loader.epoch, len(loader.dataset)
 
 
@@ -194,18 +205,26 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--warmup-epochs", type=int, default=1)
     parser.add_argument("--epochs", type=int, default=1, help="timed epochs per path")
     parser.add_argument("--batches", type=int, default=0, help="cap on batches per epoch (0: whole epochs)")
+    parser.add_argument("--device", default="cpu",
+                        help="training device: FFCV's colour augmentation runs there; pinned batches on cuda")
     parser.add_argument("--out", default=str(ROOT / "results" / "bench_data.json"))
     args = parser.parse_args(argv)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        raise UserError(f"--device {args.device}: not a torch device (cpu, cuda, cuda:1)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {args.device}: no CUDA device visible here; use --device cpu")
 
     root = cifar_root(args.root, Path(args.cache))
 
     load_before = os.getloadavg()
     results = {}
     for name, build in (("ffcv", ffcv_epochs), ("torchvision_pil", torchvision_epochs)):
-        epochs, images = build(root, args.batch_size, args.workers)
+        epochs, images = build(root, args.batch_size, args.workers, device)
         print(f"{name}: {images:,} images, {args.warmup_epochs} warm-up + {args.epochs} timed epoch(s)",
               file=sys.stderr)
-        results[name] = time_epochs(epochs, args.warmup_epochs, args.epochs, args.batches)
+        results[name] = time_epochs(epochs, args.warmup_epochs, args.epochs, args.batches, device)
         print(f"{name:16s} {results[name]['batches_per_s']:8.2f} two-view batches/s "
               f"({results[name]['images_per_s']:,.0f} images/s)")
     ratio = results["ffcv"]["batches_per_s"] / results["torchvision_pil"]["batches_per_s"]
@@ -218,7 +237,7 @@ def main(argv: list[str]) -> int:
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "settings": {"images": "real CIFAR-10 train split (50,000) unless --root says otherwise",
                      "batch_size": args.batch_size, "augmentations": AUGMENTATIONS, "views": 2,
-                     "workers": args.workers, "device": "cpu", "warmup_epochs": args.warmup_epochs,
+                     "workers": args.workers, "device": str(device), "warmup_epochs": args.warmup_epochs,
                      "timed_epochs": args.epochs, "batch_cap": args.batches},
         "results": results, "ratio": round(ratio, 2),
     }
