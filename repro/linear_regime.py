@@ -1,6 +1,6 @@
 """Figure 2: stepwise learning in the linear regime, eq. 8 (FroSSL variant) vs the Barlow variant.
 
-    python -m repro.linear_regime --data DATA_DIR --out runs/figure2          # ~1 CPU minute
+    python -m repro.linear_regime --data DATA_DIR --out runs/figure2          # CPU only; timing: README, Status
     make figure2 DATA_DIR=data
 
 Paper (section 5.1, Figure 2): "We train two linear layers, one for each view, using full batch
@@ -33,9 +33,8 @@ top-10 spectrum saturates is the latest of the ten eigenvalues' saturation times
 means something only if the run ended on a plateau: a variant with an eigenvalue that still moved
 by more than 10% (relative to its final value) over the last 25% of the run is reported as "not
 saturated by t_max" (saturation time = infinity). Verdict: PASS if eq. 8's top-10 saturation time
-is strictly earlier than the Barlow variant's, FAIL otherwise. Measured with the defaults on
-1024 real CIFAR-10 images: eq. 8 at t = 220, the Barlow variant at t = 1175 (about 40 s on 2 CPU
-cores).
+is strictly earlier than the Barlow variant's, FAIL otherwise. The measured saturation times, with
+command, machine and date, are in the README (Status, Figure 2).
 
 Outputs in --out: figure2.json (the curves, the saturation times, the verdict), figure2.png.
 """
@@ -105,7 +104,7 @@ def load_cifar10_train(path: str | Path, n: int, seed: int = 0, download: bool =
 
     Accepted at `path`: torchvision's files (`path/cifar-10-batches-py/data_batch_*`, or that
     folder itself), an image folder (`path/train/<class>/*.png|jpg`), or a .tar.gz of such an
-    image folder (e.g. ../shared/data/cifar10-jpeg.tar.gz). With download=True and nothing found,
+    image folder (e.g. a cifar10-jpeg.tar.gz). With download=True and nothing found,
     torchvision downloads the dataset into `path`."""
     path = Path(path)
     batches = next((p for p in (path / "cifar-10-batches-py", path) if (p / "data_batch_1").is_file()), None)

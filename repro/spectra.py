@@ -17,9 +17,10 @@ Definitions (paper section 5.2; "Z1^T Z1" read as the covariance of the view-1 e
   smoothed by a trailing moving average over `smooth` records (minibatch noise); it is saturated
   from the first recorded step after which the smoothed series stays within a factor `band` of its
   final value (band * final <= x <= final / band for every later record). Figure 3 uses band 0.5
-  (a factor 2 on the paper's log axis) and smooth 5; Figure 2 uses band 0.9, smooth 1 (full-batch
-  gradient descent has no noise). The final value is the one at the end of the tracked run
-  (the end of epoch 5 for Figure 3).
+  (a factor 2 on the paper's log axis) and smooth 5 (FIGURE3_BAND, FIGURE3_SMOOTH); Figure 2 uses
+  band 0.5 and smooth 1 (repro/linear_regime.py, Settings.band; full-batch gradient descent has no
+  minibatch noise). The final value is the one at the end of the tracked run (the end of epoch 5
+  for Figure 3).
 
 Tracking (`SpectraTracker`): a forward hook on the method's `projector` module (the backbone
 if a method has none) keeps the output of its FIRST call in a training step, i.e. view 1's

@@ -113,3 +113,22 @@ def test_trainer_option_writes_spectra(tmp_path):
     online = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()
               if "online_top1" in line]
     assert 0 <= online[-1]["online_top1"] <= online[-1]["online_top5"] <= 1   # top-5 for Figure 4
+
+
+def test_the_documented_figure3_rule_is_the_one_the_code_uses():
+    """The band and smoothing stated in repro/spectra.py's docstring and expected_results/figure3.yaml
+    are FIGURE3_BAND and FIGURE3_SMOOTH, which summarize() uses by default."""
+    import inspect
+
+    import yaml
+
+    from repro import spectra
+    from repro.check import EXPECTED_DIR
+    assert f"Figure 3 uses band {spectra.FIGURE3_BAND}" in spectra.__doc__
+    assert f"and smooth {spectra.FIGURE3_SMOOTH} (FIGURE3_BAND" in " ".join(spectra.__doc__.split())
+    defaults = inspect.signature(summarize).parameters
+    assert defaults["band"].default == spectra.FIGURE3_BAND and defaults["smooth"].default == spectra.FIGURE3_SMOOTH
+    header = (EXPECTED_DIR / "figure3.yaml").read_text()
+    assert f"{spectra.FIGURE3_SMOOTH}-record moving average" in header
+    assert f"within a factor {spectra.FIGURE3_BAND} of its final value" in " ".join(
+        line.lstrip("# ") for line in header.splitlines())
