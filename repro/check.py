@@ -68,8 +68,8 @@ class Row:
     second_value: float | None = None
     second_tolerance: float | None = None
     second_delta: float | None = None     # measured - second_value
-    second_status: str | None = None      # PASS / FAIL vs the second reference; None unless status is
-    verdict: str = ""                     # PASS/FAIL. Both verdicts on one line ('' = just status)
+    second_status: str | None = None      # PASS / FAIL vs the second reference (PASS/FAIL rows only)
+    verdict: str = ""                     # both verdicts on one line; '' when `status` alone says it
 
 
 def with_references(row: Row, spec: dict, cell: str) -> Row:
