@@ -1,0 +1,403 @@
+"""`make gpu-check`: the first thing to run on a GPU machine (about 5-12 minutes on one GPU).
+
+    make gpu-check                                             # with the project's .venv
+    python3 -m repro.gpu_check --data cifar10-jpeg.tar.gz      # a node's own torch, no make, no ffcv
+    python3 -m repro.gpu_check --dry-run                       # CPU: every part that needs no CUDA, tiny
+
+Parts, each recorded even when another fails (commands run as subprocesses, logs in OUT/logs/):
+  environment  driver, CUDA, GPU, torch/torchvision/numpy, which optional packages import
+  cuda_tests   `python -m pytest tests/test_cuda.py -m cuda` (bf16, channels-last, cudnn.benchmark,
+               FFCV with augmentation on the GPU, NCCL)
+  bench_eager / bench_compile   `python -m benchmarks.bench_step` without / with --compile
+  train        a short FroSSL CIFAR-10 run through `python -m repro.train`: s/epoch, images/s,
+               peak GPU memory, online top-1 (FFCV loader when ffcv imports, else torchvision)
+  estimate     every target's wall time on this machine from the measured epoch time
+               (repro/gpu_estimate.py)
+Writes OUT/gpu_check.json and OUT/gpu_check.md (default OUT: runs/gpu-check); exit 0 when no part
+failed, 1 when one did, 2 on bad input. --data takes the CIFAR-10 JPEG archive (train/<class>/,
+test/<class>/ inside, as ../shared/data/cifar10-jpeg.tar.gz), its unpacked folder, or a folder
+holding torchvision's cifar-10-batches-py.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from repro.cli import UserError, run_cli
+from repro.gpu_data import prepare_data
+from repro.gpu_report import parse_bench, parse_train, render_markdown
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+PARTS = ("environment", "cuda_tests", "bench_eager", "bench_compile", "train", "estimate")
+# the project's own commands (module arguments after `python`); tests replace them to inject failures
+TRAINER = ["-m", "repro.train"]
+BENCH = ["-m", "benchmarks.bench_step"]
+PYTEST = ["-m", "pytest"]
+TRAIN_CONFIG = "repro/configs/cifar10/frossl.yaml"
+# what the trainer and the configs import unconditionally: without one of these nothing runs
+REQUIRED = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "PIL": "pillow",
+            "yaml": "pyyaml", "tqdm": "tqdm"}
+OPTIONAL = ("ffcv", "numba", "cv2", "pytest", "matplotlib", "sklearn")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Sizes of each part. Full: one GPU, about 5-12 minutes; dry: CPU, tiny, seconds per part."""
+    dry: bool
+    epochs: int
+    batch: int
+    width: int
+    proj_dim: int
+    per_class: dict            # images per class unpacked from the archive (0: all)
+    bench_args: list
+    workers: int
+    log_every: int
+    timeouts: dict             # seconds per part
+
+    @classmethod
+    def make(cls, dry: bool, epochs: int | None) -> "Settings":
+        if dry:
+            # 40 training images: 2 steps of 16 per epoch
+            return cls(True, epochs or 2, 16, 8, 32, {"train": 4, "test": 2},
+                       ["--batch", "16", "--width", "8", "--steps", "1", "--warmup", "1", "--workers", "0",
+                        "--device", "cpu"], 0, 1, {"cuda_tests": 60, "bench": 300, "train": 300})
+        return cls(False, epochs or 3, 256, 64, 0, {"train": 0, "test": 0}, ["--steps", "20", "--warmup", "5"],
+                   -1, 20, {"cuda_tests": 240, "bench": 240, "train": 480})
+
+
+@dataclass
+class Part:
+    name: str
+    status: str = "skipped"    # passed | failed | skipped
+    reason: str = ""
+    seconds: float = 0.0
+    command: str = ""
+    log: str = ""
+    details: dict = field(default_factory=dict)
+
+
+def preflight() -> dict:
+    """Required packages (a one-line error naming the missing one) and which optional ones import."""
+    if sys.version_info < (3, 10):
+        raise UserError(f"Python {platform.python_version()} is too old: the project needs 3.10 or newer")
+    for module, package in REQUIRED.items():
+        if importlib.util.find_spec(module) is None:
+            hint = " (the project's configs are YAML)" if module == "yaml" else ""
+            raise UserError(f"{package} is not installed{hint}: install it into this Python "
+                            f"(`{Path(sys.executable).name} -m pip install {package}`, or a wheel copied to "
+                            f"an offline node) or run `make gpu-check`, which uses the project's .venv")
+    optional = {}
+    for module in OPTIONAL:
+        try:
+            imported = importlib.import_module(module)
+            optional[module] = getattr(imported, "__version__", "present")
+        except Exception as err:   # absent, or present but broken (ffcv against a foreign numpy)
+            optional[module] = None if isinstance(err, ImportError) and importlib.util.find_spec(module) is None \
+                else f"broken: {type(err).__name__}: {err}"
+    return optional
+
+
+def nvidia_smi(*query: str) -> list[str] | None:
+    """Rows of `nvidia-smi --query-gpu=...` (None when nvidia-smi is absent or fails)."""
+    if shutil.which("nvidia-smi") is None:
+        return None
+    try:
+        result = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(query)}", "--format=csv,noheader,nounits"],
+                                capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return result.stdout.strip().splitlines() if result.returncode == 0 else None
+
+
+def environment(part: Part, optional: dict, dry: bool) -> bool:
+    """Fill `part`; True when CUDA is usable."""
+    import numpy
+    import torch
+    import torchvision
+
+    cuda = torch.cuda.is_available()
+    gpus = []
+    for i in range(torch.cuda.device_count() if cuda else 0):
+        props = torch.cuda.get_device_properties(i)
+        gpus.append({"name": props.name, "capability": f"{props.major}.{props.minor}",
+                     "memory_gib": round(props.total_memory / 2**30, 1),
+                     "multiprocessors": props.multi_processor_count})
+    smi = nvidia_smi("driver_version", "name", "memory.total")
+    part.details = {
+        "python": platform.python_version(), "executable": sys.executable,
+        "virtualenv": sys.prefix != sys.base_prefix, "platform": platform.platform(),
+        "cpu_count": os.cpu_count(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__, "torch_cuda_build": torch.version.cuda,
+        "cudnn": torch.backends.cudnn.version() if cuda else None, "cuda_available": cuda,
+        "bf16_supported": torch.cuda.is_bf16_supported() if cuda else None,
+        "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda and hasattr(torch.cuda, "nccl") else None,
+        "gpus": gpus, "driver": smi[0].split(",")[0].strip() if smi else None,
+        "nvidia_smi": smi, "optional_packages": optional, "git_commit": git_commit(),
+    }
+    if cuda or dry:
+        part.status = "passed"
+        if not cuda:
+            part.reason = "no CUDA device (dry mode: the CUDA parts are skipped)"
+        return cuda
+    part.status = "failed"
+    part.reason = (f"torch.cuda.is_available() is False (torch {torch.__version__}, built for CUDA "
+                   f"{torch.version.cuda or 'none: a CPU-only build'}; nvidia-smi: "
+                   f"{'; '.join(smi) if smi else 'absent or failing'}); on a machine without a GPU use --dry-run")
+    return False
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() or None
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def run_command(part: Part, args: list[str], logs: Path, timeout: float, poll_gpu_memory: bool = False) -> int:
+    """Run `python ARGS` in the repository root, output to logs/<part>.log; returns the exit status
+    (124 on timeout). With poll_gpu_memory, the device's peak used memory (nvidia-smi, every
+    second) goes to part.details["peak_gpu_memory_smi_gib"]."""
+    cmd = [sys.executable, *args]
+    part.command = " ".join(cmd)
+    log = logs / f"{part.name}.log"
+    part.log = str(log)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    start = time.perf_counter()
+    peak_mib = 0.0
+    with open(log, "w") as out:
+        out.write(f"$ {part.command}\n")
+        out.flush()
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+        while True:
+            try:
+                code = proc.wait(timeout=1.0)
+                break
+            except subprocess.TimeoutExpired:
+                if poll_gpu_memory:
+                    rows = nvidia_smi("memory.used") or []
+                    peak_mib = max([peak_mib] + [float(r) for r in rows if r.strip().replace(".", "").isdigit()])
+                if time.perf_counter() - start > timeout:
+                    proc.kill()
+                    proc.wait()
+                    code = 124
+                    break
+    part.seconds = round(time.perf_counter() - start, 1)
+    if peak_mib:
+        part.details["peak_gpu_memory_smi_gib"] = round(peak_mib / 1024, 2)
+    if code:
+        tail = [line for line in log.read_text(errors="replace").splitlines() if line.strip()][-1:]
+        part.status = "failed"
+        part.reason = (f"timed out after {timeout:.0f} s" if code == 124 else f"exit status {code}") + \
+            (f": {tail[0][:300]}" if tail else "") + f" (log: {log})"
+    return code
+
+
+def cuda_tests(part: Part, logs: Path, settings: Settings, optional: dict) -> None:
+    if optional.get("pytest") is None or str(optional.get("pytest")).startswith("broken"):
+        part.status, part.reason = "failed", "pytest does not import: the CUDA tests need it"
+        return
+    code = run_command(part, [*PYTEST, "tests/test_cuda.py", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"],
+                       logs, settings.timeouts["cuda_tests"])
+    lines = Path(part.log).read_text(errors="replace").splitlines()
+    part.details["summary"] = next((ln.strip("= ") for ln in reversed(lines) if " in " in ln and
+                                    any(w in ln for w in ("passed", "failed", "skipped", "error"))), "")
+    part.details["skipped"] = [ln.split("] ", 1)[-1] for ln in lines if ln.startswith("SKIPPED")]
+    if code == 0:
+        part.status = "passed"
+
+
+def bench(part: Part, logs: Path, settings: Settings, data, loader: str, compile_: bool) -> dict | None:
+    out = logs.parent / f"{part.name}.json"
+    args = [*BENCH, "--root", str(data.cifar_pickles), "--loader", loader, *settings.bench_args, "--out", str(out)]
+    if compile_:
+        args.append("--compile")
+    if run_command(part, args, logs, settings.timeouts["bench"]) == 0:
+        try:
+            part.details = parse_bench(json.loads(out.read_text()))
+            part.status = "passed"
+        except (OSError, ValueError, KeyError) as err:
+            part.status, part.reason = "failed", f"bench ran but its JSON {out} is unreadable: {err}"
+    return part.details or None
+
+
+def train(part: Part, logs: Path, settings: Settings, data, loader: str, work: Path, cuda: bool) -> None:
+    run_name = "frossl-cifar10"
+    runs = work / "runs"
+    shutil.rmtree(runs / run_name, ignore_errors=True)   # a fresh run every time (the trainer resumes)
+    if loader == "ffcv":
+        convert = Part(name="train_data")
+        if run_command(convert, data.convert_args, logs, settings.timeouts["train"]):
+            part.status, part.reason = "failed", f"FFCV conversion failed: {convert.reason}"
+            part.command = convert.command
+            return
+        part.details["conversion_s"] = convert.seconds
+    overrides = [*data.train_overrides, f"data.loader={loader}", f"data.batch_size={settings.batch}",
+                 f"optim.epochs={settings.epochs}", "optim.warmup_epochs=1", f"name={run_name}", f"out_dir={runs}",
+                 "eval.online_eval_every=1", f"train.log_every={settings.log_every}",
+                 f"device={'cuda' if cuda else 'cpu'}"]
+    if settings.workers >= 0:
+        overrides.append(f"data.num_workers={settings.workers}")
+    if settings.dry:
+        overrides += [f"model.width={settings.width}", f"model.proj_hidden_dim={settings.proj_dim}",
+                      f"model.proj_output_dim={settings.proj_dim}"]
+    code = run_command(part, [*TRAINER, TRAIN_CONFIG, *overrides], logs, settings.timeouts["train"],
+                       poll_gpu_memory=cuda)
+    try:
+        part.details.update(parse_train(runs / run_name / "metrics.jsonl", Path(part.log), settings.batch))
+    except (OSError, ValueError) as err:
+        if code == 0:
+            part.status, part.reason = "failed", f"the trainer's metrics are unreadable: {err}"
+        return
+    if code == 0:
+        part.status = "passed"
+
+
+def estimate(part: Part, parts: dict[str, Part], dry: bool) -> None:
+    from repro.gpu_estimate import CIFAR10_EPOCH_IMAGES, estimate_targets
+
+    # the trainer's own rate when it ran; else the eager bench's project step
+    sources = [("train", parts["train"].details.get("images_per_s")),
+               ("bench_eager", parts["bench_eager"].details.get("project_images_per_s"))]
+    source, rate = next(((s, r) for s, r in sources if r), (None, None))
+    if not rate:
+        part.status, part.reason = "skipped", "no measured rate (the train and bench parts gave none)"
+        return
+    epoch_s = CIFAR10_EPOCH_IMAGES / rate
+    part.details = {"rate_source": source, "images_per_s": rate, "cifar10_epoch_s": epoch_s,
+                    "targets": estimate_targets(epoch_s)}
+    part.status = "passed"
+    if dry:
+        part.reason = "dry mode: a tiny model on the CPU; the arithmetic runs, the numbers say nothing about a GPU"
+
+
+def resolve_loader(requested: str, optional: dict) -> tuple[str, str]:
+    """(loader, note). auto: FFCV when it imports, else torchvision."""
+    ffcv = optional.get("ffcv")
+    usable = ffcv is not None and not str(ffcv).startswith("broken")
+    if requested == "ffcv" and not usable:
+        raise UserError(f"--loader ffcv but ffcv does not import ({ffcv or 'not installed'}): "
+                        f"use --loader torchvision or run `make setup`")
+    if requested == "auto":
+        if usable:
+            return "ffcv", "FFCV loader (ffcv imports)"
+        return "torchvision", (f"ffcv {'is not installed' if ffcv is None else 'does not import (' + ffcv + ')'}: "
+                               f"setup skipped, the torchvision loader is used instead of the FFCV path")
+    return requested, f"--loader {requested}"
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m repro.gpu_check", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=None,
+                        help="CIFAR-10 JPEG archive (.tar.gz), its unpacked folder, or a folder holding "
+                             f"cifar-10-batches-py (default: {SHARED_CIFAR} when present)")
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu-check", help="where the summary goes")
+    parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes; the CUDA parts are skipped")
+    parser.add_argument("--loader", choices=("auto", "ffcv", "torchvision"), default="auto")
+    parser.add_argument("--epochs", type=int, default=None, help="epochs of the train part (default 3; dry 2)")
+    parser.add_argument("--only", default="", help=f"comma-separated parts to run ({', '.join(PARTS)})")
+    args = parser.parse_args(argv)
+    only = [p for p in args.only.split(",") if p]
+    unknown = [p for p in only if p not in PARTS]
+    if unknown:
+        raise UserError(f"--only {','.join(unknown)}: unknown part; choose from {', '.join(PARTS)}")
+    if args.epochs is not None and args.epochs < 1:
+        raise UserError(f"--epochs {args.epochs}: must be >= 1")
+    data_path = args.data or (SHARED_CIFAR if SHARED_CIFAR.exists() else None)
+    if data_path is None:
+        raise UserError("no --data given: pass --data cifar10-jpeg.tar.gz (the CIFAR-10 JPEG archive), its "
+                        "unpacked folder, or a folder holding cifar-10-batches-py")
+    if not data_path.exists():
+        raise UserError(f"--data '{data_path}' does not exist: pass the CIFAR-10 archive or a folder holding it")
+    optional = preflight()
+    settings = Settings.make(args.dry_run, args.epochs)
+    loader, loader_note = resolve_loader(args.loader, optional)
+    out = args.out.resolve()
+    work, logs = out / "work", out / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    parts = {name: Part(name) for name in PARTS}
+
+    def guarded(name: str, fn, *fn_args) -> None:
+        if only and name not in only:
+            parts[name].reason = "not selected (--only)"
+            return
+        print(f"gpu-check: {name} ...", file=sys.stderr, flush=True)
+        try:
+            fn(parts[name], *fn_args)
+        except Exception as err:   # one part's crash is recorded; the others still run
+            parts[name].status = "failed"
+            parts[name].reason = f"{type(err).__name__}: {err}"
+            parts[name].details["traceback"] = traceback.format_exc()
+        print(f"gpu-check: {name} {parts[name].status} {parts[name].reason}", file=sys.stderr, flush=True)
+
+    cuda = False
+
+    def env_part(part):
+        nonlocal cuda
+        cuda = environment(part, optional, args.dry_run)
+
+    guarded("environment", env_part)
+    usable = cuda and not args.dry_run
+    no_cuda_reason = "dry mode runs on the CPU" if args.dry_run else "no usable CUDA device (see environment)"
+    data = None
+    if args.dry_run or usable:
+        try:
+            data = prepare_data(data_path, work / "data", settings.per_class)
+        except UserError:
+            raise
+        except Exception as err:
+            for name in ("bench_eager", "bench_compile", "train"):
+                parts[name].status, parts[name].reason = "failed", f"data preparation failed: {err}"
+    if usable:
+        guarded("cuda_tests", cuda_tests, logs, settings, optional)
+    else:
+        parts["cuda_tests"].reason = f"needs CUDA: {no_cuda_reason}"
+    if data is not None:
+        guarded("bench_eager", lambda p: bench(p, logs, settings, data, loader, False))
+        if usable:
+            guarded("bench_compile", lambda p: bench(p, logs, settings, data, loader, True))
+        else:
+            parts["bench_compile"].reason = ("dry mode: torch.compile on the CPU builds C++ kernels for minutes "
+                                             "and measures nothing about a GPU" if args.dry_run
+                                             else f"needs CUDA: {no_cuda_reason}")
+        guarded("train", lambda p: train(p, logs, settings, data, loader, work, usable))
+    elif not usable and not args.dry_run:
+        for name in ("bench_eager", "bench_compile", "train"):
+            parts[name].reason = f"needs CUDA: {no_cuda_reason}"
+    guarded("estimate", lambda p: estimate(p, parts, args.dry_run))
+
+    failed = [p.name for p in parts.values() if p.status == "failed"]
+    summary = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": " ".join([Path(sys.executable).name, "-m", "repro.gpu_check", *argv]),
+        "mode": "dry (CPU, tiny)" if args.dry_run else "full",
+        "data": {"given": str(data_path), **(data.describe() if data else {})},
+        "loader": loader, "loader_note": loader_note, "logs": str(logs), "wall_s": round(time.perf_counter() - started, 1),
+        "failed": failed, "parts": {name: asdict(p) for name, p in parts.items()},
+    }
+    from repro.atomic import atomic_write_text, write_json
+
+    write_json(out / "gpu_check.json", summary)
+    atomic_write_text(out / "gpu_check.md", render_markdown(summary))
+    print(f"gpu-check: {'FAILED: ' + ', '.join(failed) if failed else 'all parts passed or skipped'}; "
+          f"summary in {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
