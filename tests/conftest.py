@@ -13,6 +13,12 @@ SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+def pytest_configure(config):
+    # registered here rather than in pyproject.toml (the suite runs with --strict-markers)
+    config.addinivalue_line("markers", "cuda: needs a CUDA GPU (tests/test_cuda.py, run by `make gpu-check`); "
+                            "each skips with a reason without one")
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
