@@ -66,6 +66,12 @@ BENCH_DATA_ARGS ?=
 bench-data: setup ## two-view batches/s: FFCV loader vs torchvision+PIL DataLoader, real CIFAR-10 (BENCH_DATA_ARGS="--batches 40")
 	$(PYTHON) -m benchmarks.bench_data $(BENCH_DATA_ARGS)
 
+# ---- first hour on a GPU (docs/gpu-check.md) ---------------------------------------------------
+GPU_CHECK_ARGS ?=
+.PHONY: gpu-check
+gpu-check: setup ## on a new GPU machine (<= 12 min): env, CUDA tests, bench, 3-epoch FroSSL, every target's time -> runs/gpu-check/ [CIFAR10= GPU_CHECK_ARGS="--dry-run"]
+	$(PYTHON) -m repro.gpu_check $(if $(CIFAR10),--data "$(CIFAR10)") $(GPU_CHECK_ARGS)
+
 # ---- paper experiments (docs/experiments.md) --------------------------------------------------
 # Each target runs `python -m repro.experiments TARGET`: prepare data, train what is missing,
 # resume the unfinished, skip what is done, evaluate, write $(OUT)/results/, check its own rows.

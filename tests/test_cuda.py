@@ -105,7 +105,7 @@ def test_ffcv_loader_augments_on_the_gpu(tmp_path):
     cfg = load_config(CONFIG, ["data.dataset=imagefolder", f"data.root={tmp_path}", "data.image_size=32",
                                "data.loader=ffcv", "data.batch_size=8", "data.num_workers=2"])
     loader = build_loader(cfg.data, split="train", views="two", shuffle=True, drop_last=True, seed=0,
-                          pin_memory=True)   # the trainer asks for pinned memory exactly when it trains on CUDA
+                          device=torch.device("cuda"))   # the training device: augmentation runs there
     views, labels = next(iter(loader.epoch(0)))
     assert len(views) == 2 and labels.shape == (8,)
     for v in views:

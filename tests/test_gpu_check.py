@@ -1,0 +1,168 @@
+"""`make gpu-check` on CPU: the dry mode end to end, a failing part, bad input, the estimate's
+arithmetic (hand-computed), the parsing of the trainer's metrics."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+
+import pytest
+
+from repro import gpu_check
+from repro.cli import UserError, run_cli
+from repro.gpu_estimate import estimate_targets, flops_per_second
+from repro.gpu_report import parse_train
+from tests.conftest import ROOT, SHARED_CIFAR
+
+
+def tiny_archive(path, classes=("a", "b"), train=4, test=2):
+    """A .tar.gz in the CIFAR-10 JPEG archive's layout: cifar10/<split>/<class>/<n>.jpg."""
+    from PIL import Image
+
+    with tarfile.open(path, "w:gz") as tar:
+        for split, count in (("train", train), ("test", test)):
+            for c, cls in enumerate(classes):
+                for i in range(count):
+                    buffer = io.BytesIO()
+                    Image.new("RGB", (32, 32), (40 * c, 10 * i, 100)).save(buffer, format="JPEG")
+                    info = tarfile.TarInfo(f"cifar10/{split}/{cls}/{i:04d}.jpg")
+                    info.size = buffer.tell()
+                    buffer.seek(0)
+                    tar.addfile(info, buffer)
+    return path
+
+
+# ---- the estimate: rate 10 s per CIFAR-10 epoch -> 0.43 PFLOP / 10 s = 0.043 PFLOP/s --------------
+
+def test_estimate_matches_hand_computed_seconds():
+    targets = estimate_targets(10.0)
+    # table2, per row: pretraining (1000 + 1000 + 500) x 0.43 / 0.043 = 25,000 s; probes: CIFAR
+    # 100 x 0.43 / 6 / 0.043 = 166.667 s each, STL-10 100 x (5,000 / 105,000) x 0.43 / 6 / 0.043 = 7.937 s
+    assert targets["table2"]["pretrain_s"] == pytest.approx(12 * 25_000)
+    assert targets["table2"]["probe_s"] == pytest.approx(12 * (2 * 1000 / 6 + 1000 / 6 * 5_000 / 105_000))
+    assert targets["table2"]["seconds"] == pytest.approx(304_095.238, abs=1e-3)
+    assert targets["ablation"]["seconds"] == pytest.approx(304_095.238 / 12, abs=1e-3)
+    # table3: 11 rows x 100 STL-10 epochs x 10 s (STL-10's epoch has the same FLOPs as CIFAR's), no probe
+    assert targets["table3"]["seconds"] == pytest.approx(11_000)
+    assert targets["figure3"]["seconds"] == pytest.approx(4 * 5 * 10)
+    # figure4: 2 x 100 x 28 / 0.043 = 130,232.56 s; probes 2 x 100 x 28 / 6 / 0.043 = 21,705.43 s
+    assert targets["figure4"]["pretrain_s"] == pytest.approx(130_232.558, abs=1e-3)
+    assert targets["figure4"]["probe_s"] == pytest.approx(21_705.426, abs=1e-3)
+    assert targets["figure2"]["seconds"] == 0
+    assert targets["all"]["seconds"] == pytest.approx(304_095.238 + 200 + 151_937.984, abs=1e-2)
+    assert targets["all"]["hours"] == pytest.approx(targets["all"]["seconds"] / 3600)
+
+
+def test_estimate_scales_inversely_with_the_measured_rate():
+    slow, fast = estimate_targets(20.0), estimate_targets(5.0)
+    assert slow["table2"]["seconds"] == pytest.approx(4 * fast["table2"]["seconds"])
+    with pytest.raises(ValueError):
+        flops_per_second(0.0)
+
+
+# ---- reading the trainer's output ------------------------------------------------------------
+
+def test_parse_train_times_epochs_from_the_metric_windows(tmp_path):
+    # batch 10, 10 steps per epoch; each line covers the steps since the previous one
+    lines = [{"step": 5, "epoch": 0.5, "images_per_s": 10.0},    # 50 images / 10 = 5 s
+             {"step": 10, "epoch": 1.0, "images_per_s": 25.0},   # 2 s -> epoch 1: 7 s
+             {"epoch": 1, "step": 10, "online_top1": 0.2, "online_top5": 0.6},
+             {"step": 15, "epoch": 1.5, "images_per_s": 50.0},   # 1 s
+             {"step": 20, "epoch": 2.0, "images_per_s": 50.0},   # 1 s -> epoch 2: 2 s
+             {"epoch": 2, "step": 20, "online_top1": 0.3, "online_top5": 0.7}]
+    metrics = tmp_path / "metrics.jsonl"
+    metrics.write_text("".join(json.dumps(r) + "\n" for r in lines))
+    log = tmp_path / "train.log"
+    log.write_text("noise\ndata: torchvision two-view loader for imagefolder train (data.loader=torchvision)\n")
+    out = parse_train(metrics, log, batch=10)
+    assert out["epoch_train_s"] == {"1": 7.0, "2": 2.0}
+    assert out["timed_epochs"] == [2]                   # epoch 1 (warm-up) left out of the rate
+    assert out["s_per_epoch"] == pytest.approx(2.0)
+    assert out["images_per_s"] == pytest.approx(50.0)
+    assert out["final_online_top1"] == 0.3
+    assert out["loader_line"].startswith("data: torchvision two-view loader")
+
+
+# ---- failures and bad input ------------------------------------------------------------------
+
+def test_a_failing_trainer_makes_the_exit_non_zero_and_is_named(tmp_path, monkeypatch):
+    archive = tiny_archive(tmp_path / "tiny.tar.gz")
+    monkeypatch.setattr(gpu_check, "TRAINER", ["-c", "import sys; print('injected trainer failure'); sys.exit(3)"])
+    out = tmp_path / "out"
+    code = gpu_check.main(["--dry-run", "--data", str(archive), "--out", str(out), "--only", "train,estimate",
+                           "--loader", "torchvision"])
+    assert code == 1
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert summary["failed"] == ["train"]
+    assert "exit status 3" in summary["parts"]["train"]["reason"]
+    assert "injected trainer failure" in summary["parts"]["train"]["reason"]
+    assert summary["parts"]["estimate"]["status"] == "skipped"      # no measured rate to scale
+    markdown = (out / "gpu_check.md").read_text()
+    assert "FAILED: train" in markdown and "| train | FAILED |" in markdown
+
+
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(gpu_check.main, ["--dry-run", "--data", str(tmp_path / "missing.tar.gz"), "--out", str(out)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --data") and "does not exist" in err[0]
+    assert not out.exists()
+    with pytest.raises(UserError, match="unknown part"):
+        gpu_check.main(["--dry-run", "--only", "trian", "--data", str(tmp_path)])
+
+
+def test_a_missing_pyyaml_is_named_in_the_preflight(monkeypatch):
+    real = gpu_check.importlib.util.find_spec
+    monkeypatch.setattr(gpu_check.importlib.util, "find_spec", lambda name, *a: None if name == "yaml" else real(name, *a))
+    with pytest.raises(UserError, match="pyyaml is not installed.*configs are YAML"):
+        gpu_check.preflight()
+
+
+def test_without_ffcv_the_torchvision_loader_is_chosen_and_said():
+    loader, note = gpu_check.resolve_loader("auto", {"ffcv": None})
+    assert loader == "torchvision" and "ffcv is not installed" in note and "torchvision loader" in note
+    assert gpu_check.resolve_loader("auto", {"ffcv": "1.0.2"})[0] == "ffcv"
+    with pytest.raises(UserError, match="--loader ffcv but ffcv does not import"):
+        gpu_check.resolve_loader("ffcv", {"ffcv": "broken: ImportError: numpy"})
+
+
+def test_the_cuda_marker_is_registered_and_its_tests_skip_with_a_reason_on_cpu():
+    if gpu_check.importlib.util.find_spec("torch") and __import__("torch").cuda.is_available():
+        pytest.skip("CUDA is present: the cuda tests run instead of skipping")
+    result = subprocess.run([sys.executable, "-m", "pytest", "tests/test_cuda.py", "-m", "cuda", "-q", "-rs",
+                             "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:]
+    skipped = [line for line in result.stdout.splitlines() if line.startswith("SKIPPED")]
+    assert skipped and all("needs a CUDA GPU" in line for line in skipped)
+    assert " passed" not in result.stdout and "failed" not in result.stdout
+
+
+# ---- the dry mode end to end ------------------------------------------------------------------
+
+@pytest.mark.skipif(not SHARED_CIFAR.exists(), reason=f"real CIFAR-10 not available at {SHARED_CIFAR}")
+def test_dry_run_end_to_end_writes_every_part(tmp_path):
+    out = tmp_path / "gpu-check"
+    result = subprocess.run([sys.executable, "-m", "repro.gpu_check", "--dry-run", "--data", str(SHARED_CIFAR),
+                             "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "gpu_check.json").read_text())
+    parts = summary["parts"]
+    assert list(parts) == list(gpu_check.PARTS) and summary["failed"] == []
+    for name in ("environment", "bench_eager", "train", "estimate"):
+        assert parts[name]["status"] == "passed", (name, parts[name]["reason"])
+    assert parts["cuda_tests"]["status"] == "skipped" and "needs CUDA" in parts["cuda_tests"]["reason"]
+    assert parts["bench_compile"]["status"] == "skipped" and parts["bench_compile"]["reason"]
+    train = parts["train"]["details"]
+    assert train["s_per_epoch"] > 0 and train["images_per_s"] > 0
+    assert set(train["online_top1"]) == {"1", "2"}      # JSON keys: one validation per epoch
+    assert train["loader_line"].startswith("data: ")
+    assert set(parts["estimate"]["details"]["targets"]) == {"figure2", "table2", "table3", "ablation",
+                                                           "figure3", "figure4", "all"}
+    markdown = (out / "gpu_check.md").read_text()
+    for name in gpu_check.PARTS:
+        assert f"| {name} |" in markdown
+    assert "| cuda_tests | SKIPPED |" in markdown and "needs CUDA" in markdown
