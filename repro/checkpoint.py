@@ -20,13 +20,9 @@ import yaml
 
 from repro.atomic import atomic_write_bytes, atomic_write_text, write_json  # noqa: F401 (re-exported)
 from repro.cli import UserError
-from repro.config import Config, ConfigError, config_from_dict, diff, read_yaml, to_dict
+from repro.config import Config, ConfigError, config_from_dict, read_yaml, semantic_diff, to_dict
 
 CHECKPOINT = "checkpoint.pt"
-
-# Keys that do not change what a run computes: they may differ when a run is resumed.
-_NON_SEMANTIC = ("device", "data.num_workers", "data.download", "data.root", "train.log_every",
-                 "train.compile", "eval.")
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -66,13 +62,10 @@ def environment() -> dict:
     }
 
 
-def _semantic_changes(saved: Config, cfg: Config) -> list[str]:
-    return [c for c in diff(saved, cfg)
-            if not any(c.startswith(k) if k.endswith(".") else c.split(":")[0] == k for k in _NON_SEMANTIC)]
-
-
 def prepare_run_dir(cfg: Config) -> Path:
-    """Create the run folder, or check that the one present holds this same experiment."""
+    """Create the run folder, or check that the one present holds this same experiment: equal up to
+    repro.config.NON_SEMANTIC keys, so a folder moved to another disk or mounted at another path
+    (its saved name/out_dir differ) resumes. The saved config.yaml is left as first written."""
     run_dir = cfg.run_dir
     config_path = run_dir / "config.yaml"
     if config_path.exists():
@@ -81,7 +74,7 @@ def prepare_run_dir(cfg: Config) -> Path:
         except ConfigError as err:
             raise UserError(f"run folder '{run_dir}' holds an unreadable config ({err}): use another "
                             f"name=... or delete the folder") from None
-        changes = _semantic_changes(saved, cfg)
+        changes = semantic_diff(saved, cfg)
         if changes:
             more = f" and {len(changes) - 1} more" if len(changes) > 1 else ""
             raise UserError(f"run folder '{run_dir}' holds a different experiment ({changes[0]}{more}): "

@@ -4,8 +4,9 @@
 
 Every key is checked: an unknown key or a value of the wrong type is a `ConfigError` whose message
 names the key and says what is allowed. Overrides are `section.key=value` (YAML syntax for the
-value); top-level keys (`name`, `method`, `seed`, ...) take no section. The resolved config is
-saved in the run folder (`config.yaml`) and compared on resume.
+value); top-level keys (`name`, `method`, `seed`, ...) take no section. The `loss:` section is
+read into the hyper-parameter record of the run's `method` (repro/method_args.py). The resolved
+config is saved in the run folder (`config.yaml`) and compared on resume with `semantic_diff`.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from typing import Any
 import yaml
 
 from repro.cli import UserError
+from repro.method_args import METHOD_ARGS, FroSSLArgs, LossArgs
 
 
 class ConfigError(UserError):
@@ -116,7 +118,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
-    loss: dict = field(default_factory=dict)   # method-specific loss arguments, checked by repro.methods
+    loss: LossArgs = field(default_factory=FroSSLArgs)   # the record METHOD_ARGS[method] (repro/method_args.py)
     eval: EvalConfig = field(default_factory=EvalConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
@@ -164,16 +166,19 @@ def _coerce(key: str, value: Any, tp: Any) -> Any:
     return value
 
 
-def _build(cls: type, values: dict, prefix: str = "") -> Any:
+def _build(cls: type, values: dict, prefix: str = "", where: str = "") -> Any:
+    """`cls(**values)` with every key and value checked; `prefix` is the section ('data.'),
+    `where` qualifies the section in messages ('for method vicreg')."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     kwargs = {}
     for key, value in values.items():
         full = f"{prefix}{key}"
         if key not in fields:
+            section = f" in {prefix[:-1]}" if prefix else ""
             raise ConfigError(
-                f"unknown config key '{full}' (valid keys{' in ' + prefix[:-1] if prefix else ''}: "
-                f"{', '.join(sorted(fields))})")
+                f"unknown config key '{full}' (valid keys{section}{' ' + where if where else ''}: "
+                f"{', '.join(sorted(fields)) or 'none'})")
         tp = hints[key]
         if dataclasses.is_dataclass(tp):
             if not isinstance(value, dict):
@@ -216,7 +221,17 @@ def _merge(base: dict, update: dict) -> dict:
 
 
 def config_from_dict(values: dict) -> Config:
+    values = dict(values)
+    loss = values.pop("loss", {})
     cfg = _build(Config, values)
+    # the loss section's keys depend on the method: check the method first, then read the section
+    # into that method's record with the same loader
+    _choice("method", cfg.method, tuple(METHOD_ARGS))
+    args_type = METHOD_ARGS[cfg.method]
+    if not isinstance(loss, dict):
+        raise ConfigError(f"config key 'loss' must be a mapping of {args_type.__name__} keys "
+                          f"(method {cfg.method})")
+    cfg = dataclasses.replace(cfg, loss=_build(args_type, loss, prefix="loss.", where=f"for method {cfg.method}"))
     validate(cfg)
     return cfg
 
@@ -251,17 +266,35 @@ def save_config(cfg: Config, path: Path) -> None:
 
 
 def diff(a: Config, b: Config) -> list[str]:
-    """Keys whose values differ, as 'key: a -> b' strings."""
+    """Keys whose values differ, as 'key: a -> b' strings (a key only one side has: None there)."""
     def flat(d: dict, prefix: str = "") -> dict:
         out = {}
         for k, v in d.items():
-            if isinstance(v, dict) and k != "loss":
+            if isinstance(v, dict):
                 out.update(flat(v, f"{prefix}{k}."))
             else:
                 out[f"{prefix}{k}"] = v
         return out
     fa, fb = flat(to_dict(a)), flat(to_dict(b))
     return [f"{k}: {fa.get(k)!r} -> {fb.get(k)!r}" for k in sorted(set(fa) | set(fb)) if fa.get(k) != fb.get(k)]
+
+
+# Config keys that do not change what a run computes. The rule: a key is non-semantic when it
+# only says where the run and its data live (name, out_dir, data.root, data.download), on what and
+# through which pipeline the same recipe executes (device, data.num_workers, data.loader: FFCV and
+# torchvision draw the same augmentations, docs/data.md; train.compile), how often progress is
+# reported (train.log_every, eval.online_eval_every), or which probe `repro.evaluate` runs by
+# default (eval.probe: each probe writes its own eval_<probe>.json). Every other key, the seed and
+# the probe's own settings included, can change a number the run reports, so it is semantic.
+# Used on resume (repro/checkpoint.py: a moved or re-mounted run folder resumes) and by the planner.
+NON_SEMANTIC: tuple[str, ...] = (
+    "name", "out_dir", "data.root", "data.download", "device", "data.num_workers", "data.loader",
+    "train.compile", "train.log_every", "eval.online_eval_every", "eval.probe")
+
+
+def semantic_diff(a: Config, b: Config) -> list[str]:
+    """`diff(a, b)` without the NON_SEMANTIC keys: empty when a and b are the same experiment."""
+    return [line for line in diff(a, b) if line.split(":", 1)[0] not in NON_SEMANTIC]
 
 
 def _choice(key: str, value: str, choices: tuple[str, ...]) -> None:
@@ -277,9 +310,8 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
 def validate(cfg: Config) -> None:
     """Value checks that the types cannot express; each names the key and the allowed values."""
     from repro.data import AUGMENTATION_SETS, DATASETS  # late import: data imports torch
-    from repro.methods import METHODS
 
-    _choice("method", cfg.method, tuple(METHODS))
+    _choice("method", cfg.method, tuple(METHOD_ARGS))
     _choice("data.dataset", cfg.data.dataset, tuple(DATASETS))
     _choice("data.augmentations", cfg.data.augmentations, tuple(AUGMENTATION_SETS))
     _choice("data.loader", cfg.data.loader, ("auto", "ffcv", "torchvision"))
@@ -310,4 +342,3 @@ def validate(cfg: Config) -> None:
         raise ConfigError("config key 'data.batch_size' must be >= 2 (SSL losses compare samples in a batch)")
     if not cfg.name or "/" in cfg.name:
         raise ConfigError(f"config key 'name' = {cfg.name!r}: must be a non-empty folder name without '/'")
-    METHODS[cfg.method].check_loss_args(cfg.loss)

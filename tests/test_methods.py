@@ -1,6 +1,7 @@
 """The methods of Tables 2-3 around their losses: heads, momentum encoders, queues, prototypes,
 schedules, and the one-word switch `method=...` (the losses themselves: test_losses_baselines.py)."""
 import copy
+import dataclasses
 import json
 import math
 
@@ -8,8 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from repro.cli import UserError
 from repro.config import ConfigError, load_config
 from repro.experiments import TABLE2_DATASETS, TABLE_ROWS
+from repro.method_args import METHOD_ARGS
 from repro.methods import METHODS, build_method, cosine_momentum
 from repro.optim import build_optimizer
 from tests.conftest import ROOT, crash_after_first_checkpoint
@@ -59,8 +62,6 @@ def sgd(method, lr=0.05):
 def test_every_table2_cell_has_a_config_that_builds(row, dataset):
     path = ROOT / "repro/configs" / dataset / f"{row}.yaml"
     assert path.exists(), f"{path} missing"
-    text = path.read_text()
-    assert text.startswith("#") and ("solo-learn" in text or "paper" in text.lower()), "header must cite sources"
     cfg = load_config(path)
     assert cfg.method in METHODS
     method = build_method(cfg)
@@ -70,12 +71,61 @@ def test_every_table2_cell_has_a_config_that_builds(row, dataset):
 def test_switching_the_method_is_one_word_and_bad_keys_name_themselves():
     for name in METHODS:
         assert type(tiny_method(name)).name == name
-    with pytest.raises(ConfigError, match=r"loss\.lambd.*vicreg.*valid: .*sim_weight"):
+    with pytest.raises(ConfigError, match=r"loss\.lambd.*vicreg.*: .*sim_weight"):
         tiny_config("vicreg", "loss.lambd=0.1")
     with pytest.raises(ConfigError, match=r"loss\.temperature.*expected float"):
         tiny_config("simclr", "loss.temperature=cold")
     with pytest.raises(ConfigError, match="config key 'method' = 'simclr2': choose one of .*vicreg"):
         build_method(tiny_config("simclr2"))
+
+
+def test_every_method_takes_the_record_the_config_reads_its_loss_section_into():
+    assert {name: cls.args_type for name, cls in METHODS.items()} == METHOD_ARGS
+    foreign = dataclasses.replace(tiny_config("frossl"), method="vicreg")   # VICReg with FroSSL's record
+    with pytest.raises(UserError, match="method vicreg takes loss hyper-parameters VICRegArgs, got FroSSLArgs"):
+        build_method(foreign)
+
+
+# non-default values for every loss-function argument, and what the loss function must receive
+PASSED = {
+    "frossl": (["loss.invariance_weight=1.4", "loss.use_logs=false", "loss.eps=1e-5"],
+               {"invariance_weight": 1.4, "use_logs": False, "eps": 1e-5}),
+    "simclr": (["loss.temperature=0.5"], {"temperature": 0.5}),
+    "vicreg": (["loss.sim_weight=10", "loss.var_weight=20", "loss.cov_weight=2", "loss.eps=1e-3"],
+               {"sim_weight": 10.0, "var_weight": 20.0, "cov_weight": 2.0, "eps": 1e-3}),
+    "barlow_twins": (["loss.lambd=0.01", "loss.scale=0.2"], {"lambd": 0.01, "scale": 0.2}),
+    "wmse": (["loss.whitening_size=12", "loss.whitening_iterations=2", "loss.eps=0.1", "loss.stop_gradient_second=true"],
+             {"whitening_size": 12, "whitening_iterations": 2, "eps": 0.1, "stop_gradient_second": True}),
+    "corinfomax": (["loss.alpha=100", "loss.eps=1e-5", "loss.mean_momentum=0.1", "loss.covariance_momentum=0.2",
+                    "loss.normalize=false"],
+                   {"alpha": 100.0, "eps": 1e-5, "mean_momentum": 0.1, "covariance_momentum": 0.2, "normalize": False}),
+    "mocov2plus": (["loss.temperature=0.3"], {"temperature": 0.3}),
+    "swav": (["loss.temperature=0.2", "loss.epsilon=0.1", "loss.iterations=2"],
+             {"temperature": 0.2, "epsilon": 0.1, "iterations": 2, "queue_scores": None}),
+    "dino": (["loss.student_temperature=0.2", "loss.teacher_temperature=0.05"],
+             {"student_temperature": 0.2, "teacher_temperature": 0.05}),
+    "simsiam": ([], {}),
+    "byol": ([], {}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_the_config_values_reach_the_loss_through_loss_fn_alone(name, monkeypatch):
+    """Replacing `loss_fn` on the class intercepts every loss call of the method (one place to
+    wrap it, e.g. for the distributed tests), and the call carries the typed record's values."""
+    overrides, expected = PASSED[name]
+    cls = METHODS[name]
+    real_loss, calls = cls.loss_fn, []
+
+    def recording(*args, **kwargs):
+        calls.append(kwargs)
+        return real_loss(*args, **kwargs)
+
+    method = tiny_method(name, *overrides)
+    monkeypatch.setattr(cls, "loss_fn", staticmethod(recording))
+    method.set_progress(0, 10, 100)
+    method(views())
+    assert calls and all(kwargs == expected for kwargs in calls), calls
 
 
 # ---- properties every method must have --------------------------------------------------------
@@ -187,7 +237,7 @@ def test_swav_queue_newest_first_used_from_its_epoch_and_prototypes_frozen_early
         queue_before = method.queue.clone()
         if epoch_step == 20:   # the queue enters the codes: the loss differs from the queue-free one
             without = copy.deepcopy(method)
-            without.args = {**without.args, "queue_start_epoch": 99}
+            without.args = dataclasses.replace(without.args, queue_start_epoch=99)
             assert not torch.allclose(method(x)[0], without(x)[0])
             method.queue.copy_(queue_before)   # undo the probe's enqueue
         step(method, optimizer, x, epoch_step)

@@ -1,0 +1,132 @@
+"""Methods whose loss reads statistics of the whole batch of embeddings (train.gather_embeddings
+applies): FroSSL, VICReg, Barlow Twins, W-MSE, CorInfoMax."""
+from __future__ import annotations
+
+import torch
+
+from repro.losses.barlow_twins import barlow_twins_loss
+from repro.losses.corinfomax import CorInfoMaxState, corinfomax_loss
+from repro.losses.frossl import frossl_loss, frossl_multiview_loss
+from repro.losses.vicreg import vicreg_loss
+from repro.losses.wmse import wmse_loss
+from repro.method_args import BarlowTwinsArgs, CorInfoMaxArgs, FroSSLArgs, VICRegArgs, WMSEArgs
+from repro.methods.base import Method, TwoViewMethod, two_layer_projector
+from repro.models import mlp
+
+
+class FroSSL(Method):
+    """FroSSL (Skean et al.): ResNet backbone, 3-layer projector, the FroSSL objective.
+
+    Two views use the paper's two-view loss (`loss_fn`); more views use the multi-view form.
+    """
+
+    name = "frossl"
+    args_type = FroSSLArgs
+    loss_fn = staticmethod(frossl_loss)
+    multiview_loss_fn = staticmethod(frossl_multiview_loss)
+    gathers = True
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.projector = mlp(self.backbone.num_features, cfg.model.proj_hidden_dim,
+                             cfg.model.proj_output_dim, num_layers=3)
+
+    def forward(self, views: list[torch.Tensor]):
+        # each view through the network separately: BatchNorm statistics per view, as in solo-learn
+        features = [self.backbone(v) for v in views]
+        embeddings = self.global_batch([self.projector(f) for f in features])
+        a = self.args
+        kwargs = {"invariance_weight": a.invariance_weight, "use_logs": a.use_logs, "eps": a.eps}
+        if len(embeddings) == 2:
+            loss, terms = self.loss_fn(*embeddings, **kwargs)
+        else:
+            loss, terms = self.multiview_loss_fn(embeddings, **kwargs)
+        return loss, terms, features
+
+
+class VICReg(TwoViewMethod):
+    """VICReg (Bardes et al., 2022): 3-layer projector (Linear-BN-ReLU x2, Linear; 2048-2048-2048),
+    invariance / variance / covariance weighted 25 / 25 / 1."""
+
+    name = "vicreg"
+    args_type = VICRegArgs
+    loss_fn = staticmethod(vicreg_loss)
+
+    def projector_for(self, cfg):
+        return mlp(self.backbone.num_features, cfg.model.proj_hidden_dim, cfg.model.proj_output_dim, num_layers=3)
+
+    def loss_kwargs(self) -> dict:
+        a = self.args
+        return {"sim_weight": a.sim_weight, "var_weight": a.var_weight, "cov_weight": a.cov_weight, "eps": a.eps}
+
+
+class BarlowTwins(TwoViewMethod):
+    """Barlow Twins (Zbontar et al., 2021): 3-layer projector, cross-correlation of the batch-
+    standardised embeddings (BatchNorm1d without affine, inside the loss), lambda and scale."""
+
+    name = "barlow_twins"
+    args_type = BarlowTwinsArgs
+    loss_fn = staticmethod(barlow_twins_loss)
+
+    def projector_for(self, cfg):
+        return mlp(self.backbone.num_features, cfg.model.proj_hidden_dim, cfg.model.proj_output_dim, num_layers=3)
+
+    def loss_kwargs(self) -> dict:
+        return {"lambd": self.args.lambd, "scale": self.args.scale}
+
+
+class WMSE(Method):
+    """W-MSE (Ermolov et al., 2021): projector Linear-BN-ReLU-Linear (1024 -> 64), Cholesky
+    whitening of random sub-batches of `whitening_size`, MSE of the normalised whitened views. The
+    sub-batch split draws from torch's generator, which the trainer seeds from (seed, rank, step)."""
+
+    name = "wmse"
+    args_type = WMSEArgs
+    loss_fn = staticmethod(wmse_loss)
+    gathers = True
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.projector = two_layer_projector(self.backbone.num_features, cfg.model.proj_hidden_dim,
+                                             cfg.model.proj_output_dim, batchnorm=True)
+
+    def forward(self, views: list[torch.Tensor]):
+        features = [self.backbone(v) for v in views]
+        embeddings = self.global_batch([self.projector(f) for f in features])
+        a = self.args
+        loss, terms = self.loss_fn(embeddings, whitening_size=a.whitening_size,
+                                   whitening_iterations=a.whitening_iterations, eps=a.eps,
+                                   stop_gradient_second=a.stop_gradient_second)
+        return loss, terms, features
+
+
+class CorInfoMax(Method):
+    """CorInfoMax (Ozsoy et al., 2022): 3-layer projector, log-determinant of running covariance
+    estimates of each view plus alpha times the MSE; the running means and covariances are buffers
+    (float64), updated by every forward."""
+
+    name = "corinfomax"
+    args_type = CorInfoMaxArgs
+    loss_fn = staticmethod(corinfomax_loss)
+    gathers = True
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.projector = mlp(self.backbone.num_features, cfg.model.proj_hidden_dim, cfg.model.proj_output_dim,
+                             num_layers=3)
+        dim = cfg.model.proj_output_dim
+        for view in (1, 2):
+            self.register_buffer(f"mean{view}", torch.zeros(dim, dtype=torch.float64))
+            self.register_buffer(f"covariance{view}", self.args.initial_scale * torch.eye(dim, dtype=torch.float64))
+
+    def forward(self, views: list[torch.Tensor]):
+        features = [self.backbone(v) for v in views]
+        z1, z2 = self.global_batch([self.projector(f) for f in features])
+        state = CorInfoMaxState(self.mean1, self.covariance1, self.mean2, self.covariance2)
+        a = self.args
+        loss, terms, new_state = self.loss_fn(z1, z2, state, alpha=a.alpha, eps=a.eps, mean_momentum=a.mean_momentum,
+                                              covariance_momentum=a.covariance_momentum, normalize=a.normalize)
+        with torch.no_grad():
+            for buffer, value in zip(state, new_state):
+                buffer.copy_(value)
+        return loss, terms, features
