@@ -228,20 +228,25 @@ def test_gpus_beyond_the_visible_devices_is_an_error_on_cuda_and_cpu_processes_w
     import torch
 
     from repro.cli import UserError
-    from repro.experiments import Options, preflight
+    from repro.experiments import TABLE2, Options, plan_runs
+    from repro.experiments import preflight as check_plan
     if not config_path("cifar10", "frossl").exists():
         pytest.skip("repro/configs/cifar10/frossl.yaml not written yet")
+
+    def preflight(opts):
+        check_plan(plan_runs(TABLE2, opts), opts)
+
     opts = Options(methods=("frossl",), datasets=("cifar10",))
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    preflight("table2", replace(opts, gpus=2))                           # fits
+    preflight(replace(opts, gpus=2))                           # fits
     with pytest.raises(UserError, match=r"GPUS=4 but this machine has 2 visible CUDA device\(s\): set GPUS=2"):
-        preflight("table2", replace(opts, gpus=4))
-    preflight("table2", replace(opts, gpus=4, dry_run=True))             # a plan on a login node: no check
-    preflight("table2", replace(opts, gpus=4, overrides=("device=cpu",)))  # CPU runs: processes, not GPUs
+        preflight(replace(opts, gpus=4))
+    preflight(replace(opts, gpus=4, dry_run=True))             # a plan on a login node: no check
+    preflight(replace(opts, gpus=4, overrides=("device=cpu",)))  # CPU runs: processes, not GPUs
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     capsys.readouterr()
-    preflight("table2", replace(opts, gpus=8))
+    preflight(replace(opts, gpus=8))
     said = [ln for ln in capsys.readouterr().out.splitlines() if "CPU processes" in ln]
     assert said == ["# no CUDA device on this machine: GPUS=8 runs 8 CPU processes per run (gloo), not GPUs"]
 

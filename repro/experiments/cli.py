@@ -1,0 +1,122 @@
+"""The command line: `python -m repro.experiments TARGET|collect|record|download ...` (the Make
+targets pass their variables as these flags)."""
+from __future__ import annotations
+
+import argparse
+import shlex
+from pathlib import Path
+
+from repro.cli import UserError
+from repro.experiments.data_steps import download
+from repro.experiments.options import ROOT, Options, words
+from repro.experiments.results import collect, record_short
+from repro.experiments.run import run_target
+from repro.experiments.table import EXPERIMENTS
+
+USAGE = """Every paper experiment end to end: prepare data, train what is missing, resume what is
+unfinished, skip what is done, evaluate, write results, check them against the paper.
+
+    python -m repro.experiments table2 [--dry-run] [--gpus 4] [--methods frossl,vicreg] ...
+    make table2                      # the same, with the Makefile's variables
+    make -n table2                   # prints the commands it would run, runs nothing
+
+Targets (one record each in repro/experiments/table.py; expected values and claims in
+expected_results/<experiment>.yaml):
+{targets}
+Sub-commands: `collect EXPERIMENT` (results from the run folders, no training), `record EXPERIMENT
+--profile short` (store measured short-profile values as the reference), `download DATASET`.
+
+A run is named <dataset>-<row>-seed<S>[suffix] under --out (Figure 3's: figure3-stl10-...), where a
+row is a config name (repro/configs/<dataset>/<row>.yaml). A row whose config is not written yet,
+or whose method is not registered in repro.methods, is reported MISSING and skipped. Suffixes keep
+non-paper runs apart: -short (PROFILE=short), -e<N> (EPOCHS=N), -x<hash> (OVERRIDES=...); any of
+those makes the cells NOT-COMPARABLE to the paper (PROFILE=short cells compare with measured short
+references). --gpus N > 1 launches `torchrun --standalone --nproc_per_node=N -m repro.train` (the
+global batch split over the N processes); --nnodes M > 1 runs the same command on every machine
+(--node-rank 0..M-1, --master-addr of node 0), node 0 alone evaluating, collecting and checking.
+Before anything runs, every planned run's config is loaded with its overrides, its batch must
+divide by the number of processes, and (CUDA present, not --dry-run) --gpus must not exceed the
+visible devices; without CUDA, --gpus N runs N CPU processes. docs/experiments.md has the rest.
+"""
+
+
+def usage() -> str:
+    targets = "\n".join(f"  {name:<9} {exp.title}" for name, exp in EXPERIMENTS.items())
+    return USAGE.format(targets=targets)
+
+
+def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
+    parser = argparse.ArgumentParser(prog="python -m repro.experiments", description=usage(),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("target", choices=[*EXPERIMENTS, "collect", "record", "download"])
+    parser.add_argument("name", nargs="?", help="collect/record: the experiment; download: the dataset")
+    parser.add_argument("--dry-run", action="store_true", help="print the commands, run nothing")
+    parser.add_argument("--gpus", default="1", help="processes per run (torchrun when > 1)")
+    parser.add_argument("--out", default="runs", help="folder of the run folders; results in OUT/results")
+    parser.add_argument("--data-dir", default="data", help="datasets (data.root of every run)")
+    parser.add_argument("--imagenet-dir", default="", help="ImageNet image folder (default DATA_DIR/imagenet)")
+    parser.add_argument("--cifar10", default="",
+                        help="Figure 2's CIFAR-10 (default DATA_DIR; a .tar.gz of the image folder works)")
+    parser.add_argument("--methods", default="", help="rows (config names), comma or space separated; default: all")
+    parser.add_argument("--datasets", default="", help="datasets; default: the experiment's")
+    parser.add_argument("--seeds", default="0", help="seeds, e.g. '0 1 2'")
+    parser.add_argument("--epochs", default="", help="override every run's epochs (NOT-COMPARABLE)")
+    parser.add_argument("--profile", default="paper", choices=["paper", "short"])
+    parser.add_argument("--probe", default="", choices=["", "full", "cached"], help="linear probe (default: the config's)")
+    parser.add_argument("--overrides", default="", help="extra key=value config overrides for every run (NOT-COMPARABLE)")
+    parser.add_argument("--prepare-data", default="auto", choices=["auto", "none"],
+                        help="auto: download missing datasets, write FFCV files when ffcv is installed")
+    parser.add_argument("--spectra-every", default="10", help="Figure 3: steps between eigenvalue records")
+    parser.add_argument("--nnodes", default="1", help="machines per run (torchrun --nnodes); > 1 needs --master-addr")
+    parser.add_argument("--node-rank", default="0", help="this machine, 0..NNODES-1 (0 evaluates, collects, checks)")
+    parser.add_argument("--master-addr", default="", help="address of the NODE_RANK=0 machine (NNODES > 1)")
+    parser.add_argument("--master-port", default="29500", help="a free TCP port on the NODE_RANK=0 machine")
+    args = parser.parse_args(argv)
+    try:
+        gpus = int(args.gpus or 1)
+        seeds = tuple(int(s) for s in words(args.seeds)) or (0,)
+        epochs = int(args.epochs) if str(args.epochs).strip() else None
+        spectra_every = int(args.spectra_every)
+    except ValueError as err:
+        raise UserError(f"GPUS, SEEDS, EPOCHS and the spectra interval must be integers ({err})") from None
+    if gpus < 1 or (epochs is not None and epochs < 1):
+        raise UserError("GPUS and EPOCHS must be >= 1")
+    try:
+        nnodes, node_rank = int(args.nnodes or 1), int(args.node_rank or 0)
+        master_port = int(args.master_port or 29500)
+    except ValueError as err:
+        raise UserError(f"NNODES, NODE_RANK and MASTER_PORT must be integers ({err}): e.g. NNODES=2 NODE_RANK=0 "
+                        f"MASTER_PORT=29500") from None
+    master_addr = (args.master_addr or "").strip()
+    if nnodes < 1 or not 0 <= node_rank < nnodes:
+        raise UserError(f"NNODES={nnodes} NODE_RANK={node_rank}: NNODES must be >= 1 and NODE_RANK one of "
+                        f"0..{max(nnodes, 1) - 1} (0 on the machine at MASTER_ADDR)")
+    if nnodes > 1 and not master_addr:
+        raise UserError(f"NNODES={nnodes} needs MASTER_ADDR: set MASTER_ADDR=<address of the NODE_RANK=0 machine, "
+                        f"reachable from every node> on every node")
+    if not 0 < master_port < 65536:
+        raise UserError(f"MASTER_PORT={master_port}: choose a free TCP port in 1..65535 (default 29500)")
+    if Path.cwd().resolve() != ROOT:  # commands run in the repository: paths given elsewhere become absolute
+        for key in ("out", "data_dir", "imagenet_dir", "cifar10"):
+            if getattr(args, key):
+                setattr(args, key, str(Path(getattr(args, key)).resolve()))
+    opts = Options(out=Path(args.out), data_dir=args.data_dir, imagenet_dir=args.imagenet_dir, cifar10=args.cifar10,
+                   gpus=gpus, methods=tuple(words(args.methods)), datasets=tuple(words(args.datasets)),
+                   seeds=seeds, epochs=epochs, profile=args.profile, probe=args.probe,
+                   overrides=tuple(shlex.split(args.overrides)), prepare_data=args.prepare_data,
+                   spectra_every=spectra_every, dry_run=args.dry_run, nnodes=nnodes, node_rank=node_rank,
+                   master_addr=master_addr, master_port=master_port)
+    return args, opts
+
+
+SUBCOMMANDS = {"collect": lambda name, opts: collect(name, opts),
+               "record": lambda name, opts: record_short(name, opts),
+               "download": lambda name, opts: download(name, opts.data_dir)}
+
+
+def main(argv: list[str]) -> int:
+    args, opts = parse_options(argv)
+    if args.target in SUBCOMMANDS:
+        SUBCOMMANDS[args.target](args.name or "", opts)
+        return 0
+    return run_target(args.target, opts)

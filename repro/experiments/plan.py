@@ -1,0 +1,153 @@
+"""Planning: which runs an experiment record asks for under the given options, named and
+configured, without touching a run folder (no torch needed)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import yaml
+
+from repro.cli import UserError
+from repro.experiments import options
+from repro.experiments.options import CONFIG_DIR, ROOT, Options
+
+if TYPE_CHECKING:
+    from repro.experiments.table import Experiment
+
+
+@dataclass
+class RunSpec:
+    experiment: str                  # the record that planned it (runs are shared: see Runs)
+    row: str
+    dataset: str
+    seed: int
+    config: Path
+    name: str
+    standard: list[str]              # overrides that define this run (profile, EPOCHS included)
+    reference: list[str]             # the overrides of the setting it is compared with: the paper's,
+                                     # or the short profile's (never EPOCHS or user overrides)
+    user: list[str] = field(default_factory=list)
+    evaluate: bool = True
+    stop_at_epoch: int | None = None
+
+    def run_dir(self, opts: Options) -> Path:
+        return opts.out / self.name
+
+    def overrides(self, opts: Options) -> list[str]:
+        return [f"name={self.name}", f"out_dir={opts.out}", f"data.root={opts.data_root(self.dataset)}",
+                f"seed={self.seed}", *self.standard, *self.user]
+
+
+def config_path(dataset: str, row: str) -> Path:
+    return CONFIG_DIR / dataset / f"{row}.yaml"
+
+
+def _profile(experiment: str, profile: str) -> dict | None:
+    """The named profile of expected_results/<experiment>.yaml (None: the file has no such profile)."""
+    spec = yaml.safe_load((options.EXPECTED_DIR / f"{experiment}.yaml").read_text())
+    return (spec.get("profiles") or {}).get(profile)
+
+
+def profile_epochs(experiment: str, dataset: str, profile: str) -> int | None:
+    if profile == "paper":
+        return None
+    prof = _profile(experiment, profile)
+    if prof is None:
+        raise UserError(f"PROFILE={profile}: {experiment} has no such profile (expected_results/{experiment}.yaml)")
+    return (prof.get("epochs") or {}).get(dataset)
+
+
+def profile_datasets(experiment: str, profile: str) -> list[str] | None:
+    if profile == "paper":
+        return None
+    return list((_profile(experiment, profile) or {}).get("datasets", []))
+
+
+def experiment_datasets(exp: Experiment, profile: str) -> list[str]:
+    """The record's datasets, as its profile narrows them (Table 2's short profile: CIFAR-10 only)."""
+    return profile_datasets(exp.result_names[0], profile) or list(exp.datasets)
+
+
+def pick(requested: tuple[str, ...], allowed: list[str], what: str) -> list[str]:
+    if not requested:
+        return list(allowed)
+    unknown = [r for r in requested if r not in allowed]
+    if unknown:
+        raise UserError(f"{what} {', '.join(unknown)} not in this experiment (choose from {', '.join(allowed)})")
+    return [r for r in allowed if r in requested]
+
+
+def run_spec(exp: Experiment, opts: Options, row: str, dataset: str, seed: int) -> RunSpec:
+    """One run of the record: its folder name, config and overrides."""
+    runs = exp.runs
+    reference = [o.format(spectra_every=opts.spectra_every) for o in runs.overrides]
+    reference += runs.per_dataset.get(dataset, ())
+    for source in runs.profile_epochs_from:   # a profile's epochs for this dataset, from the first file that has them
+        epochs = profile_epochs(source, dataset, opts.profile)
+        if epochs is not None:
+            reference.append(f"optim.epochs={epochs}")
+            break
+    standard = list(reference) + ([f"optim.epochs={opts.epochs}"] if opts.epochs is not None else [])
+    stop = exp.stop_at_epoch if opts.epochs is None else None
+    return RunSpec(exp.name, row, dataset, seed, config_path(dataset, row),
+                   f"{runs.prefix}{dataset}-{row}-seed{seed}{opts.suffix}", standard, reference,
+                   list(opts.overrides), evaluate=exp.evaluate, stop_at_epoch=stop)
+
+
+def specs_for(exp: Experiment, opts: Options) -> list[RunSpec]:
+    """The runs of one record with training runs, METHODS/DATASETS/SEEDS applied (dataset-major)."""
+    if exp.parts:
+        return plan_runs(exp, opts)
+    if not exp.trains:
+        return []
+    datasets = experiment_datasets(exp, opts.profile)
+    if exp.takes_datasets:
+        datasets = pick(opts.datasets, datasets, "DATASETS")
+    rows = pick(opts.methods, list(exp.rows), "METHODS")
+    return [run_spec(exp, opts, row, dataset, seed) for dataset in datasets for row in rows for seed in opts.seeds]
+
+
+def narrow(part: Experiment, opts: Options) -> Options | None:
+    """A union's options for one part: METHODS/DATASETS kept where they apply to it (None: nothing
+    of it is selected, or its profiles do not include PROFILE)."""
+    if opts.profile not in part.profiles:
+        return None
+    rows = list(part.rows)
+    datasets = experiment_datasets(part, opts.profile) if part.trains else []
+    methods = tuple(m for m in opts.methods if not rows or m in rows)
+    chosen = tuple(d for d in opts.datasets if not datasets or d in datasets)
+    if (opts.methods and rows and not methods) or (opts.datasets and datasets and not chosen):
+        return None
+    return replace(opts, methods=methods, datasets=chosen if part.takes_datasets else ())
+
+
+def plan_runs(exp: Experiment, opts: Options) -> list[RunSpec]:
+    """Every distinct run of a record (a union: of its parts, each shared run once, first planner wins)."""
+    if not exp.parts:
+        return specs_for(exp, opts)
+    distinct: dict[str, RunSpec] = {}
+    for part in exp.parts:
+        part_opts = narrow(part, opts)
+        if part_opts is not None and part.trains:
+            for spec in specs_for(part, part_opts):
+                distinct.setdefault(spec.name, spec)
+    return list(distinct.values())
+
+
+def registered_methods() -> set[str] | None:
+    try:
+        from repro.methods import METHODS
+    except Exception:  # noqa: BLE001 - the planner must work even if the package is half-written
+        return None
+    return set(METHODS)
+
+
+def missing_reason(spec: RunSpec, methods: set[str] | None) -> str:
+    """Why a planned run cannot train yet ("" if it can): its config or method is not written."""
+    if not spec.config.exists():
+        return f"config {spec.config.relative_to(ROOT)} not written yet"
+    method = (yaml.safe_load(spec.config.read_text()) or {}).get("method")
+    if methods is not None and method not in methods:
+        return f"method '{method}' not registered in repro/methods.py yet"
+    return ""

@@ -1,0 +1,115 @@
+"""THE table of experiments: one record per table or figure of the paper (and `all`). Everything
+else (planning, running, collecting, the command line, the Make targets) reads these records and
+never branches on a target's name: adding an experiment is adding a record here
+(docs/experiments.md, "Adding an experiment").
+
+Rows are config names: a run of row R on dataset D trains repro/configs/D/R.yaml. Experiments that
+share training runs share one `Runs` (Table 2's STL-10 column, Table 3 and the ablation are the
+same run folders), so a run one of them trained is found done by the others.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Callable, Mapping
+
+from repro.experiments import collect
+from repro.experiments.commands import figure2_command
+from repro.report.plots import plot_figure3, plot_figure4
+
+
+@dataclass(frozen=True)
+class Runs:
+    """How an experiment's training runs are named and configured."""
+    prefix: str = ""                     # run folder: <prefix><dataset>-<row>-seed<S><suffix>
+    # the protocol's overrides of every run (the paper's setting it is compared with); "{spectra_every}"
+    # is filled in from the options
+    overrides: tuple[str, ...] = ()
+    per_dataset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # extra overrides per dataset
+    # expected_results/<name>.yaml files whose profile (PROFILE=short) sets a dataset's epochs; first hit wins
+    profile_epochs_from: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str                            # the Make target and `python -m repro.experiments NAME`
+    title: str                           # one line of --help
+    rows: tuple[str, ...] = ()
+    datasets: tuple[str, ...] = ()       # PROFILE=short may narrow them (the profile's `datasets`)
+    runs: Runs | None = None             # None: no training runs
+    takes_datasets: bool = True          # DATASETS selects among `datasets` (False: fixed, DATASETS ignored)
+    stop_at_epoch: int | None = None     # end each run (SIGTERM, clean checkpoint) once this epoch is
+                                         # validated; not with EPOCHS
+    evaluate: bool = True                # linear probe of each finished run
+    profiles: tuple[str, ...] = ("paper", "short")
+    results: tuple[str, ...] = ()        # result files it writes and checks; () means (name,)
+    collect: Callable | None = None      # (experiment, options) -> content of results/<name>.json
+    plot: Callable | None = None         # (content, png path) -> png path, when the content has curves
+    copy_figure: str = ""                # or: a PNG the script wrote, relative to OUT, copied to results/
+    check_own_rows: bool = False         # its check covers all of `rows` whatever METHODS selects
+    script: Callable | None = None       # options -> command, run (on node 0) instead of training runs
+    done_file: str = ""                  # the script's output under OUT: present means done
+    note: str = ""                       # said once its runs are through
+    parts: tuple[Experiment, ...] = ()   # a union: these in turn (each run planned once), then the
+                                         # full check and the report
+
+    @property
+    def result_names(self) -> tuple[str, ...]:
+        return self.results or (self.name,)
+
+    @property
+    def trains(self) -> bool:
+        return self.runs is not None
+
+    @property
+    def fixed_setting(self) -> bool:
+        """EPOCHS and OVERRIDES change training runs: an experiment without any ignores them."""
+        return self.runs is None and not self.parts
+
+
+TABLE2_ROWS = ("simclr", "swav", "mocov2plus", "simsiam", "byol", "dino", "vicreg", "barlow_twins", "wmse",
+               "corinfomax", "frossl_nologs", "frossl")
+TABLE3_EPOCHS = (3, 10, 30, 50, 100)
+# Figure 3 (paper 5.2: ResNet18, STL-10, lr 0.1, batch 256, 5 epochs; optimizer in the unavailable
+# appendix B.1): SGD with momentum 0.9 at a constant lr 0.1 (min_lr = lr: the cosine is flat).
+FIGURE3_PROTOCOL = ("optim.name=sgd", "optim.lr=0.1", "optim.min_lr=0.1", "optim.warmup_epochs=0", "optim.epochs=5",
+                    "data.batch_size=256", "eval.online_eval_every=0", "train.spectra_every={spectra_every}")
+FIGURE4_WINDOW = 30   # epochs of the figure's per-epoch curves
+
+# Tables 2 and 3 share runs: the STL-10 runs validate every epoch for Table 3's columns.
+TABLE_RUNS = Runs(per_dataset={"stl10": ("eval.online_eval_every=1",)}, profile_epochs_from=("table2", "table3"))
+
+FIGURE2 = Experiment(
+    "figure2", "linear regime, eq. 8 vs the Barlow variant (CPU, about a minute; repro/linear_regime.py)",
+    profiles=("paper",), collect=collect.collect_linear_regime, copy_figure="figure2/figure2.png",
+    script=figure2_command, done_file="figure2/figure2.json")
+TABLE2 = Experiment(
+    "table2", "linear probe top-1, 12 rows x CIFAR-10 / CIFAR-100 (1000 ep.) / STL-10 (500 ep.)",
+    rows=TABLE2_ROWS, datasets=("cifar10", "cifar100", "stl10"), runs=TABLE_RUNS,
+    collect=collect.collect_probe_top1)
+TABLE3 = Experiment(
+    "table3", "STL-10 online top-1 at epochs 3-100: Table 2's STL-10 runs, stopped once epoch 100 is validated",
+    rows=tuple(r for r in TABLE2_ROWS if r != "corinfomax"),   # no CorInfoMax row in Table 3
+    datasets=("stl10",), runs=TABLE_RUNS, stop_at_epoch=max(TABLE3_EPOCHS), evaluate=False,
+    collect=partial(collect.collect_online_top1, epochs=TABLE3_EPOCHS))
+ABLATION = Experiment(
+    "ablation", "the FroSSL (no logs) rows of Tables 2 and 3, with the FroSSL rows to compare",
+    rows=("frossl_nologs", "frossl"), datasets=TABLE2.datasets, runs=TABLE_RUNS, results=("table2", "table3"),
+    check_own_rows=True, note="ablation: the STL-10 runs also give Table 3's no-logs rows (validated every epoch)")
+FIGURE3 = Experiment(
+    "figure3", "5 STL-10 epochs of FroSSL, VICReg, Barlow Twins, SimCLR with eigenvalue tracking",
+    rows=("frossl", "vicreg", "barlow_twins", "simclr"), datasets=("stl10",), takes_datasets=False,
+    runs=Runs(prefix="figure3-", overrides=FIGURE3_PROTOCOL), evaluate=False, profiles=("paper",),
+    collect=collect.collect_spectra, plot=plot_figure3)
+FIGURE4 = Experiment(
+    "figure4", "ImageNet, FroSSL vs Barlow Twins, 100 epochs, online top-1/top-5 per epoch, probe",
+    rows=("frossl", "barlow_twins"), datasets=("imagenet",), takes_datasets=False,
+    runs=Runs(overrides=("eval.online_eval_every=1",), profile_epochs_from=("figure4",)),
+    collect=partial(collect.collect_online_curves_and_probe, window=FIGURE4_WINDOW),
+    plot=partial(plot_figure4, window=FIGURE4_WINDOW))
+ALL = Experiment("all", "all of the above, then the full check and the report",
+                 parts=(FIGURE2, TABLE2, TABLE3, FIGURE3, FIGURE4))
+
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (FIGURE2, TABLE2, TABLE3, ABLATION, FIGURE3, FIGURE4, ALL)}
+# what `collect NAME` and `record NAME` accept: the experiments that write their own result file
+COLLECTABLE: dict[str, Experiment] = {e.name: e for e in EXPERIMENTS.values() if e.collect is not None}
