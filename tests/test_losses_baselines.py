@@ -417,3 +417,27 @@ def test_fp32_under_bf16_autocast_and_detached_terms(name):
 def test_shape_errors_name_the_shapes(call):
     with pytest.raises(ValueError, match=r"\(\d+, \d+\)"):
         call()
+
+
+# ---------------------------------------------------------------- defaults: the config's records
+# keyword arguments a method computes itself: the queue's scores (SwAV), the random source (W-MSE)
+SET_BY_THE_METHOD = {"queue_scores", "generator"}
+
+
+def test_every_loss_argument_is_a_config_key_with_the_same_default():
+    """Each keyword argument of a method's loss function is a key of the method's `loss:` record,
+    and a loss function called without it (as the Figure 2 and distributed code do) computes what a
+    config silent on that key computes."""
+    import dataclasses
+    import inspect
+
+    from repro.methods import METHODS
+
+    for name, cls in METHODS.items():
+        fields = {f.name: f.default for f in dataclasses.fields(cls.args_type)}
+        functions = [cls.loss_fn] + ([cls.multiview_loss_fn] if hasattr(cls, "multiview_loss_fn") else [])
+        for fn in functions:
+            for param in inspect.signature(fn).parameters.values():
+                if param.kind is inspect.Parameter.KEYWORD_ONLY and param.name not in SET_BY_THE_METHOD:
+                    assert param.name in fields, (name, fn.__name__, param.name)
+                    assert param.default == fields[param.name], (name, fn.__name__, param.name)
