@@ -55,12 +55,13 @@ class SeededSamples(Dataset):
 class Loader:
     """A dataset plus batching rules; `epoch(e)` gives that epoch's reproducible batches.
 
-    `batch_size` is the global batch (repro.formats.order). pin_memory: page-locked batches, for
-    a CUDA training device.
+    `batch_size` is the global batch (repro.formats.order). device: the training device. Batches
+    stay on the host; for a CUDA device they come in page-locked memory, so that the trainer's
+    copies to the GPU can be asynchronous.
     """
 
     def __init__(self, dataset, *, batch_size: int, shuffle: bool, drop_last: bool,
-                 num_workers: int, seed: int, pin_memory: bool = False, rank: int = 0,
+                 num_workers: int, seed: int, device: str | torch.device = "cpu", rank: int = 0,
                  world_size: int = 1):
         check_sharding(batch_size, rank, world_size)
         self.dataset = dataset
@@ -70,7 +71,8 @@ class Loader:
         self.drop_last = drop_last
         self.num_workers = num_workers
         self.seed = seed
-        self.pin_memory = pin_memory
+        self.device = torch.device(device)
+        self.pin_memory = self.device.type == "cuda"
         self.rank = rank
         self.world_size = world_size
 
@@ -125,4 +127,4 @@ def build_loader(data_cfg, *, split: str, views: str, shuffle: bool, drop_last: 
                             download=data_cfg.download, subset=subset)
     return Loader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                   num_workers=default_workers(data_cfg.num_workers), seed=seed,
-                  pin_memory=device.type == "cuda", rank=rank, world_size=world_size)
+                  device=device, rank=rank, world_size=world_size)
