@@ -21,11 +21,8 @@ holding torchvision's cifar-10-batches-py.
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -37,6 +34,7 @@ from pathlib import Path
 
 from repro.cli import UserError, run_cli
 from repro.gpu_data import prepare_data
+from repro.gpu_env import environment, nvidia_smi, preflight
 from repro.gpu_report import parse_bench, parse_train, render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -47,10 +45,6 @@ TRAINER = ["-m", "repro.train"]
 BENCH = ["-m", "benchmarks.bench_step"]
 PYTEST = ["-m", "pytest"]
 TRAIN_CONFIG = "repro/configs/cifar10/frossl.yaml"
-# what the trainer and the configs import unconditionally: without one of these nothing runs
-REQUIRED = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "PIL": "pillow",
-            "yaml": "pyyaml", "tqdm": "tqdm"}
-OPTIONAL = ("ffcv", "numba", "cv2", "pytest", "matplotlib", "sklearn")
 
 
 @dataclass(frozen=True)
@@ -87,84 +81,6 @@ class Part:
     command: str = ""
     log: str = ""
     details: dict = field(default_factory=dict)
-
-
-def preflight() -> dict:
-    """Required packages (a one-line error naming the missing one) and which optional ones import."""
-    if sys.version_info < (3, 10):
-        raise UserError(f"Python {platform.python_version()} is too old: the project needs 3.10 or newer")
-    for module, package in REQUIRED.items():
-        if importlib.util.find_spec(module) is None:
-            hint = " (the project's configs are YAML)" if module == "yaml" else ""
-            raise UserError(f"{package} is not installed{hint}: install it into this Python "
-                            f"(`{Path(sys.executable).name} -m pip install {package}`, or a wheel copied to "
-                            f"an offline node) or run `make gpu-check`, which uses the project's .venv")
-    optional = {}
-    for module in OPTIONAL:
-        try:
-            imported = importlib.import_module(module)
-            optional[module] = getattr(imported, "__version__", "present")
-        except Exception as err:   # absent, or present but broken (ffcv against a foreign numpy)
-            optional[module] = None if isinstance(err, ImportError) and importlib.util.find_spec(module) is None \
-                else f"broken: {type(err).__name__}: {err}"
-    return optional
-
-
-def nvidia_smi(*query: str) -> list[str] | None:
-    """Rows of `nvidia-smi --query-gpu=...` (None when nvidia-smi is absent or fails)."""
-    if shutil.which("nvidia-smi") is None:
-        return None
-    try:
-        result = subprocess.run(["nvidia-smi", f"--query-gpu={','.join(query)}", "--format=csv,noheader,nounits"],
-                                capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    return result.stdout.strip().splitlines() if result.returncode == 0 else None
-
-
-def environment(part: Part, optional: dict, dry: bool) -> bool:
-    """Fill `part`; True when CUDA is usable."""
-    import numpy
-    import torch
-    import torchvision
-
-    cuda = torch.cuda.is_available()
-    gpus = []
-    for i in range(torch.cuda.device_count() if cuda else 0):
-        props = torch.cuda.get_device_properties(i)
-        gpus.append({"name": props.name, "capability": f"{props.major}.{props.minor}",
-                     "memory_gib": round(props.total_memory / 2**30, 1),
-                     "multiprocessors": props.multi_processor_count})
-    smi = nvidia_smi("driver_version", "name", "memory.total")
-    part.details = {
-        "python": platform.python_version(), "executable": sys.executable,
-        "virtualenv": sys.prefix != sys.base_prefix, "platform": platform.platform(),
-        "cpu_count": os.cpu_count(), "torch": torch.__version__, "torchvision": torchvision.__version__,
-        "numpy": numpy.__version__, "torch_cuda_build": torch.version.cuda,
-        "cudnn": torch.backends.cudnn.version() if cuda else None, "cuda_available": cuda,
-        "bf16_supported": torch.cuda.is_bf16_supported() if cuda else None,
-        "nccl": ".".join(map(str, torch.cuda.nccl.version())) if cuda and hasattr(torch.cuda, "nccl") else None,
-        "gpus": gpus, "driver": smi[0].split(",")[0].strip() if smi else None,
-        "nvidia_smi": smi, "optional_packages": optional, "git_commit": git_commit(),
-    }
-    if cuda or dry:
-        part.status = "passed"
-        if not cuda:
-            part.reason = "no CUDA device (dry mode: the CUDA parts are skipped)"
-        return cuda
-    part.status = "failed"
-    part.reason = (f"torch.cuda.is_available() is False (torch {torch.__version__}, built for CUDA "
-                   f"{torch.version.cuda or 'none: a CPU-only build'}; nvidia-smi: "
-                   f"{'; '.join(smi) if smi else 'absent or failing'}); on a machine without a GPU use --dry-run")
-    return False
-
-
-def git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None
-    except (OSError, subprocess.TimeoutExpired):
-        return None
 
 
 def run_command(part: Part, args: list[str], logs: Path, timeout: float, poll_gpu_memory: bool = False) -> int:
@@ -309,7 +225,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes; the CUDA parts are skipped")
     parser.add_argument("--loader", choices=("auto", "ffcv", "torchvision"), default="auto")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the train part (default 3; dry 2)")
-    parser.add_argument("--only", default="", help=f"comma-separated parts to run ({', '.join(PARTS)})")
+    parser.add_argument("--only", default="", help=f"comma-separated parts to run ({', '.join(PARTS)}); "
+                        "the environment part always runs")
     args = parser.parse_args(argv)
     only = [p for p in args.only.split(",") if p]
     unknown = [p for p in only if p not in PARTS]
@@ -323,17 +240,17 @@ def main(argv: list[str]) -> int:
                         "unpacked folder, or a folder holding cifar-10-batches-py")
     if not data_path.exists():
         raise UserError(f"--data '{data_path}' does not exist: pass the CIFAR-10 archive or a folder holding it")
+    started = time.perf_counter()
     optional = preflight()
     settings = Settings.make(args.dry_run, args.epochs)
     loader, loader_note = resolve_loader(args.loader, optional)
     out = args.out.resolve()
     work, logs = out / "work", out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
     parts = {name: Part(name) for name in PARTS}
 
     def guarded(name: str, fn, *fn_args) -> None:
-        if only and name not in only:
+        if only and name not in only and name != "environment":   # the others depend on what it finds
             parts[name].reason = "not selected (--only)"
             return
         print(f"gpu-check: {name} ...", file=sys.stderr, flush=True)
@@ -387,7 +304,8 @@ def main(argv: list[str]) -> int:
         "command": " ".join([Path(sys.executable).name, "-m", "repro.gpu_check", *argv]),
         "mode": "dry (CPU, tiny)" if args.dry_run else "full",
         "data": {"given": str(data_path), **(data.describe() if data else {})},
-        "loader": loader, "loader_note": loader_note, "logs": str(logs), "wall_s": round(time.perf_counter() - started, 1),
+        "loader": loader, "loader_note": loader_note, "logs": str(logs),
+        "wall_s": round(time.perf_counter() - started, 1),
         "failed": failed, "parts": {name: asdict(p) for name, p in parts.items()},
     }
     from repro.atomic import atomic_write_text, write_json

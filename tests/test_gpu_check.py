@@ -10,7 +10,7 @@ import tarfile
 
 import pytest
 
-from repro import gpu_check
+from repro import gpu_check, gpu_env
 from repro.cli import UserError, run_cli
 from repro.gpu_estimate import estimate_targets, flops_per_second
 from repro.gpu_report import parse_train
@@ -116,10 +116,11 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
 
 
 def test_a_missing_pyyaml_is_named_in_the_preflight(monkeypatch):
-    real = gpu_check.importlib.util.find_spec
-    monkeypatch.setattr(gpu_check.importlib.util, "find_spec", lambda name, *a: None if name == "yaml" else real(name, *a))
+    real = gpu_env.importlib.util.find_spec
+    monkeypatch.setattr(gpu_env.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "yaml" else real(name, *a))
     with pytest.raises(UserError, match="pyyaml is not installed.*configs are YAML"):
-        gpu_check.preflight()
+        gpu_env.preflight()
 
 
 def test_without_ffcv_the_torchvision_loader_is_chosen_and_said():
@@ -131,7 +132,9 @@ def test_without_ffcv_the_torchvision_loader_is_chosen_and_said():
 
 
 def test_the_cuda_marker_is_registered_and_its_tests_skip_with_a_reason_on_cpu():
-    if gpu_check.importlib.util.find_spec("torch") and __import__("torch").cuda.is_available():
+    import torch
+
+    if torch.cuda.is_available():
         pytest.skip("CUDA is present: the cuda tests run instead of skipping")
     result = subprocess.run([sys.executable, "-m", "pytest", "tests/test_cuda.py", "-m", "cuda", "-q", "-rs",
                              "-p", "no:cacheprovider"], cwd=ROOT, capture_output=True, text=True, timeout=300)
