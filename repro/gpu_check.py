@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -59,17 +61,25 @@ class Settings:
     bench_args: list
     workers: int
     log_every: int
-    timeouts: dict             # seconds per part
+    timeouts: dict             # seconds per command of each part
+    deadline: float            # time.perf_counter() by which everything must end (the budget)
 
     @classmethod
-    def make(cls, dry: bool, epochs: int | None) -> "Settings":
+    def make(cls, dry: bool, epochs: int | None, deadline: float = math.inf) -> "Settings":
         if dry:
             # 40 training images: 2 steps of 16 per epoch
             return cls(True, epochs or 2, 16, 8, 32, {"train": 4, "test": 2},
                        ["--batch", "16", "--width", "8", "--steps", "1", "--warmup", "1", "--workers", "0",
-                        "--device", "cpu"], 0, 1, {"cuda_tests": 60, "bench": 300, "train": 300})
+                        "--device", "cpu"], 0, 1, {"cuda_tests": 60, "bench": 300, "train": 300}, deadline)
         return cls(False, epochs or 3, 256, 64, 0, {"train": 0, "test": 0}, ["--steps", "20", "--warmup", "5"],
-                   -1, 20, {"cuda_tests": 240, "bench": 240, "train": 480})
+                   -1, 20, {"cuda_tests": 240, "bench": 240, "train": 480}, deadline)
+
+    def remaining(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def limit(self, kind: str) -> float:
+        """Seconds a command of this kind may run: its own limit, or less when the budget ends first."""
+        return max(0.0, min(self.timeouts[kind], self.remaining()))
 
 
 @dataclass
@@ -97,7 +107,9 @@ def run_command(part: Part, args: list[str], logs: Path, timeout: float, poll_gp
     with open(log, "w") as out:
         out.write(f"$ {part.command}\n")
         out.flush()
-        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
+        # its own process group, so that a timeout also stops its workers (DataLoader, torchrun)
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
         while True:
             try:
                 code = proc.wait(timeout=1.0)
@@ -107,7 +119,7 @@ def run_command(part: Part, args: list[str], logs: Path, timeout: float, poll_gp
                     rows = nvidia_smi("memory.used") or []
                     peak_mib = max([peak_mib] + [float(r) for r in rows if r.strip().replace(".", "").isdigit()])
                 if time.perf_counter() - start > timeout:
-                    proc.kill()
+                    os.killpg(proc.pid, signal.SIGKILL)
                     proc.wait()
                     code = 124
                     break
@@ -127,7 +139,7 @@ def cuda_tests(part: Part, logs: Path, settings: Settings, optional: dict) -> No
         part.status, part.reason = "failed", "pytest does not import: the CUDA tests need it"
         return
     code = run_command(part, [*PYTEST, "tests/test_cuda.py", "-m", "cuda", "-q", "-rs", "-p", "no:cacheprovider"],
-                       logs, settings.timeouts["cuda_tests"])
+                       logs, settings.limit("cuda_tests"))
     lines = Path(part.log).read_text(errors="replace").splitlines()
     part.details["summary"] = next((ln.strip("= ") for ln in reversed(lines) if " in " in ln and
                                     any(w in ln for w in ("passed", "failed", "skipped", "error"))), "")
@@ -141,7 +153,7 @@ def bench(part: Part, logs: Path, settings: Settings, data, loader: str, compile
     args = [*BENCH, "--root", str(data.cifar_pickles), "--loader", loader, *settings.bench_args, "--out", str(out)]
     if compile_:
         args.append("--compile")
-    if run_command(part, args, logs, settings.timeouts["bench"]) == 0:
+    if run_command(part, args, logs, settings.limit("bench")) == 0:
         try:
             part.details = parse_bench(json.loads(out.read_text()))
             part.status = "passed"
@@ -156,7 +168,7 @@ def train(part: Part, logs: Path, settings: Settings, data, loader: str, work: P
     shutil.rmtree(runs / run_name, ignore_errors=True)   # a fresh run every time (the trainer resumes)
     if loader == "ffcv":
         convert = Part(name="train_data")
-        if run_command(convert, data.convert_args, logs, settings.timeouts["train"]):
+        if run_command(convert, data.convert_args, logs, settings.limit("train")):
             part.status, part.reason = "failed", f"FFCV conversion failed: {convert.reason}"
             part.command = convert.command
             return
@@ -170,7 +182,7 @@ def train(part: Part, logs: Path, settings: Settings, data, loader: str, work: P
     if settings.dry:
         overrides += [f"model.width={settings.width}", f"model.proj_hidden_dim={settings.proj_dim}",
                       f"model.proj_output_dim={settings.proj_dim}"]
-    code = run_command(part, [*TRAINER, TRAIN_CONFIG, *overrides], logs, settings.timeouts["train"],
+    code = run_command(part, [*TRAINER, TRAIN_CONFIG, *overrides], logs, settings.limit("train"),
                        poll_gpu_memory=cuda)
     try:
         part.details.update(parse_train(runs / run_name / "metrics.jsonl", Path(part.log), settings.batch))
@@ -225,6 +237,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes; the CUDA parts are skipped")
     parser.add_argument("--loader", choices=("auto", "ffcv", "torchvision"), default="auto")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the train part (default 3; dry 2)")
+    parser.add_argument("--budget", type=float, default=None,
+                        help="minutes for the whole check (default 12; none in dry mode; 0: no limit); a command "
+                             "still running then is stopped and its part fails")
     parser.add_argument("--only", default="", help=f"comma-separated parts to run ({', '.join(PARTS)}); "
                         "the environment part always runs")
     args = parser.parse_args(argv)
@@ -240,9 +255,14 @@ def main(argv: list[str]) -> int:
                         "unpacked folder, or a folder holding cifar-10-batches-py")
     if not data_path.exists():
         raise UserError(f"--data '{data_path}' does not exist: pass the CIFAR-10 archive or a folder holding it")
+    if args.budget is None:
+        args.budget = 0.0 if args.dry_run else 12.0
+    if args.budget < 0:
+        raise UserError(f"--budget {args.budget}: minutes, >= 0 (0: no limit)")
     started = time.perf_counter()
     optional = preflight()
-    settings = Settings.make(args.dry_run, args.epochs)
+    budget_s = 60 * args.budget if args.budget else math.inf
+    settings = Settings.make(args.dry_run, args.epochs, started + budget_s)
     loader, loader_note = resolve_loader(args.loader, optional)
     out = args.out.resolve()
     work, logs = out / "work", out / "logs"
@@ -252,6 +272,10 @@ def main(argv: list[str]) -> int:
     def guarded(name: str, fn, *fn_args) -> None:
         if only and name not in only and name != "environment":   # the others depend on what it finds
             parts[name].reason = "not selected (--only)"
+            return
+        if name not in ("environment", "estimate") and settings.remaining() < 20:
+            parts[name].status = "failed"
+            parts[name].reason = f"not started: the {args.budget:g}-minute budget (--budget) is spent"
             return
         print(f"gpu-check: {name} ...", file=sys.stderr, flush=True)
         try:

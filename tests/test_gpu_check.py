@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import tarfile
+import time
 
 import pytest
 
@@ -101,6 +102,19 @@ def test_a_failing_trainer_makes_the_exit_non_zero_and_is_named(tmp_path, monkey
     assert summary["parts"]["estimate"]["status"] == "skipped"      # no measured rate to scale
     markdown = (out / "gpu_check.md").read_text()
     assert "FAILED: train" in markdown and "| train | FAILED |" in markdown
+
+
+def test_a_command_past_the_budget_is_stopped_and_its_part_fails(tmp_path, monkeypatch):
+    archive = tiny_archive(tmp_path / "tiny.tar.gz")
+    monkeypatch.setattr(gpu_check, "TRAINER", ["-c", "import time; time.sleep(120)"])
+    out = tmp_path / "out"
+    started = time.perf_counter()
+    code = gpu_check.main(["--dry-run", "--budget", "0.5", "--data", str(archive), "--out", str(out),
+                           "--only", "train", "--loader", "torchvision"])
+    assert time.perf_counter() - started < 100          # stopped, not waited for
+    assert code == 1
+    reason = json.loads((out / "gpu_check.json").read_text())["parts"]["train"]["reason"]
+    assert "timed out" in reason or "budget" in reason
 
 
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
