@@ -133,3 +133,76 @@ def test_trainer_restarts_the_cosine_every_restart_epochs(tmp_path):
                                  min_lr=cfg.optim.min_lr, restart_steps=5) for r in records]
     assert [r["lr"] for r in records] == pytest.approx(expected, rel=1e-12)
     assert [r["lr"] for r in records][::5] == pytest.approx([base_lr] * 3, rel=1e-12)   # each epoch restarts
+
+
+TINY_DEMO = ["model.width=8", "model.proj_hidden_dim=64", "model.proj_output_dim=64", "optim.epochs=2",
+             "train.log_every=1"]
+
+
+def test_a_stop_signal_checkpoints_at_the_step_raises_preempted_and_resumes_identically(tmp_path, monkeypatch):
+    import os
+    import signal as signals
+
+    from repro import train as train_module
+    from repro.cli import Preempted
+
+    straight = load_config(ROOT / "repro/configs/demo.yaml", [f"out_dir={tmp_path}", "name=straight", *TINY_DEMO])
+    train(straight)
+    stopped = load_config(ROOT / "repro/configs/demo.yaml", [f"out_dir={tmp_path}", "name=stopped", *TINY_DEMO])
+    real_set_lr = train_module.set_lr
+
+    def hang_up_at_step_3(optimizer, step, **schedule):
+        if step == 3:  # SIGHUP (a closed terminal) arrives during the fourth step
+            os.kill(os.getpid(), signals.SIGHUP)
+        return real_set_lr(optimizer, step, **schedule)
+
+    monkeypatch.setattr(train_module, "set_lr", hang_up_at_step_3)
+    with pytest.raises(Preempted) as stop:
+        train(stopped)
+    assert stop.value.signum == signals.SIGHUP and "re-run the same command to resume" in str(stop.value)
+    assert torch.load(stopped.run_dir / "checkpoint.pt", weights_only=True)["step"] == 4   # mid-epoch (5 per epoch)
+    assert signals.getsignal(signals.SIGHUP) is signals.SIG_DFL   # the trainer's handlers are removed
+    monkeypatch.setattr(train_module, "set_lr", real_set_lr)
+    train(stopped)
+    a, b = _weights(straight.run_dir), _weights(stopped.run_dir)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [r["step"] for r in read_metrics(stopped.run_dir) if "loss" in r] == list(range(1, 11))
+
+
+def test_the_cli_turns_preempted_into_exit_128_plus_the_signal(capsys):
+    import signal as signals
+
+    from repro.cli import Preempted, run_cli as cli
+
+    def stopped(argv):
+        raise Preempted(signals.SIGTERM, "SIGTERM: checkpoint saved; re-run the same command to resume")
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli(stopped, [])
+    assert exit_info.value.code == 143
+    assert capsys.readouterr().err.strip() == "SIGTERM: checkpoint saved; re-run the same command to resume"
+
+
+def test_a_compile_failure_stops_with_one_line_before_any_eager_forward(tmp_path, monkeypatch):
+    from repro.cli import UserError
+    from repro.train_parts import Pretrainer
+
+    class CompileFailed(torch._dynamo.exc.TorchDynamoException):
+        pass
+
+    def failing_compile(module):
+        def compiled(*args):
+            raise CompileFailed("backend exploded\nlong traceback")
+        return compiled
+
+    eager_calls = []
+    real_forward = Pretrainer.forward
+    monkeypatch.setattr(Pretrainer, "forward", lambda self, *a: eager_calls.append(1) or real_forward(self, *a))
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    cfg = load_config(ROOT / "repro/configs/demo.yaml", [f"out_dir={tmp_path}", "train.compile=true", *TINY_DEMO])
+    with pytest.raises(UserError, match=r"torch.compile failed \(CompileFailed: backend exploded\); "
+                                        r"run with train.compile=false") as error:
+        train(cfg)
+    assert "\n" not in str(error.value)
+    assert eager_calls == []   # the step was not re-run eagerly (a forward may change a method's state)
+    assert not (cfg.run_dir / "checkpoint.pt").exists()
