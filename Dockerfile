@@ -1,49 +1,82 @@
-# FroSSL reproducibility artifact.
-#   docker build -t frossl --build-arg UID=$(id -u) --build-arg GID=$(id -g) .
-#   docker run --gpus all --ipc=host -v /data:/data -v $PWD/runs:/workspace/runs frossl make all DATA_DIR=/data
+# FroSSL reproducibility artifact (docs/docker.md).
+#   docker build -t frossl --build-arg UID=$(id -u) --build-arg GID=$(id -g) \
+#     --build-arg GIT_COMMIT=$(git rev-parse HEAD) .
+#   docker run --rm --gpus all --ipc=host --init -v /data:/data:ro -v "$PWD/runs":/workspace/runs \
+#     frossl make all DATA_DIR=/data
+#   docker build --target test -t frossl-test . && docker run --rm frossl-test make test
 #
-# Base: NVIDIA's CUDA 13.0 *devel* image on Ubuntu 24.04. torch 2.14.1 / torchvision 0.29.1 are
-# CUDA 13.0 builds (tests/test_docker.py checks that the tag's CUDA version matches); "devel"
-# because ffcv compiles against OpenCV and libjpeg-turbo and torch.compile needs a compiler.
-# Pinned by tag. The digest was not recorded: this project's build machines reach no container
-# registry. Pin it where you build with
-#   docker buildx imagetools inspect nvidia/cuda:13.0.2-devel-ubuntu24.04
-# and write FROM nvidia/cuda:13.0.2-devel-ubuntu24.04@sha256:<digest>.
-FROM nvidia/cuda:13.0.2-devel-ubuntu24.04
+# Base: Debian 12 slim in every stage, not an nvidia/cuda image. The torch 2.14.1 wheel brings its
+# own CUDA 13.0 libraries (the nvidia-* wheels in requirements.lock: cuBLAS, cuDNN, NCCL, ...); the
+# host's driver (R580+ for CUDA 13.0) is mounted in by the NVIDIA Container Toolkit under
+# --gpus. Debian 12 is also what setup.sh, the tests and `make fresh-machine-test` run on here, with
+# the same Python 3.11. Pinned by tag; this project's machines reach no container registry, so the
+# digest was not recorded: `docker buildx imagetools inspect debian:12-slim`, then FROM ...@sha256:.
 
-ARG UID=1000
-ARG GID=1000
-# VENV: the virtualenv scripts/setup.sh creates and the Makefile runs (make's VENV ?= reads it)
-ENV DEBIAN_FRONTEND=noninteractive \
-    PYTHONUNBUFFERED=1 \
-    VENV=/opt/venv \
-    PATH=/opt/venv/bin:$PATH
-
-# 1. system packages: Python with venv, make, git. Versions follow the base image's Ubuntu release.
+# ---- build: compile ffcv against OpenCV core/imgproc + libturbojpeg, fill /opt/venv -------------
+FROM debian:12-slim AS build
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 VENV=/opt/venv
+# python3 only: setup.sh itself installs python3.11-venv/-dev and ffcv's -dev packages with apt
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv python3-dev make git ca-certificates \
+ && apt-get install -y --no-install-recommends python3 ca-certificates \
  && rm -rf /var/lib/apt/lists/*
-
-WORKDIR /workspace
-
-# 2-3. pinned Python packages and the ffcv build: the same recipe a bare machine and CI run
-# (apt libraries for ffcv, the virtualenv, pinned requirements, ffcv from source, test packages
-# so that `make test` works inside the image too)
-COPY requirements.txt requirements-ffcv.txt requirements-test.txt pyproject.toml ./
+WORKDIR /src
+# only what the install reads, so that a source edit does not reinstall torch
+COPY requirements-build.lock requirements.lock requirements-ffcv.lock ./
 COPY scripts/setup.sh scripts/setup.sh
-RUN bash scripts/setup.sh \
- && rm -rf /var/lib/apt/lists/* /root/.cache/pip
+RUN bash scripts/setup.sh --no-test-deps --no-project
 
-# 4. the project, last (.dockerignore keeps data, runs, results, virtualenvs and .git out)
-COPY . .
-
-# a non-root user with the host's UID/GID, so results written to bind mounts belong to the host user
-# (Ubuntu 24.04 images ship a user "ubuntu" with UID 1000: it is removed first)
-RUN (userdel -r ubuntu 2>/dev/null || true) \
+# ---- runtime: the venv, the libraries ffcv links, a compiler for torch.compile ------------------
+FROM debian:12-slim AS runtime
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ARG UID=1000
+ARG GID=1000
+# python3 (3.11, the venv's interpreter: /opt/venv/bin/python links to /usr/bin/python3);
+# libopencv-core406, libopencv-imgproc406, libturbojpeg0: what ffcv's _libffcv links;
+# g++ and python3-dev: torch.compile's inductor compiles C++ kernels on the CPU path and its
+# Python bindings include Python.h; make: the interface; tini: an init (signals, zombies) for
+# containers started without --init; ca-certificates: torchvision's dataset downloads.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-dev g++ make tini ca-certificates \
+      libopencv-core406 libopencv-imgproc406 libturbojpeg0 \
+ && rm -rf /var/lib/apt/lists/* \
  && (getent group "${GID}" >/dev/null || groupadd -g "${GID}" frossl) \
  && useradd -l -m -u "${UID}" -g "${GID}" -s /bin/bash frossl \
- && chown -R "${UID}:${GID}" /workspace
+ && install -d -o "${UID}" -g "${GID}" /workspace
+COPY --from=build /opt/venv /opt/venv
+# VENV: the Makefile's virtualenv; SETUP: the image is set up at build time, so make's setup step
+# is a no-op (setup.sh would want apt and root); PYTHONPATH: the source, as an editable install
+# would; NVIDIA_*: what the container toolkit mounts under --gpus
+ENV PYTHONUNBUFFERED=1 \
+    VENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    SETUP=true \
+    PYTHONPATH=/workspace \
+    NVIDIA_VISIBLE_DEVICES=all \
+    NVIDIA_DRIVER_CAPABILITIES=compute,utility
+WORKDIR /workspace
+# the project, last (.dockerignore keeps data, runs, results, virtualenvs and .git out), owned by
+# the image's user without a second chown layer
+COPY --chown=${UID}:${GID} . .
+# the commit, last of all: changing it rebuilds nothing above. Runs record it in env.json
+# (repro.checkpoint.environment reads FROSSL_GIT_COMMIT when there is no .git to ask).
+ARG GIT_COMMIT=unknown
+LABEL org.opencontainers.image.revision="${GIT_COMMIT}" \
+      org.opencontainers.image.title="frossl-repro"
+ENV FROSSL_GIT_COMMIT=${GIT_COMMIT}
 USER ${UID}:${GID}
-
+ENTRYPOINT ["tini", "-s", "--"]
 CMD ["make", "help"]
+
+# ---- test: the runtime plus the test-only packages (lightly, hadolint), from their lock ---------
+FROM runtime AS test
+# build arguments are per stage: the same UID/GID as the runtime stage's
+ARG UID=1000
+ARG GID=1000
+USER 0
+COPY requirements-test.lock /tmp/requirements-test.lock
+RUN /opt/venv/bin/python -m pip install --no-cache-dir -q --require-hashes -r /tmp/requirements-test.lock \
+ && rm /tmp/requirements-test.lock
+USER ${UID}:${GID}

