@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Mapping
 
-from repro.experiments import collect
+from repro.experiments.collect import (collect_linear_regime, collect_online_curves_and_probe,
+                                       collect_online_top1, collect_probe_top1, collect_spectra)
 from repro.experiments.commands import figure2_command
 from repro.report.plots import plot_figure3, plot_figure4
 
@@ -81,17 +82,17 @@ TABLE_RUNS = Runs(per_dataset={"stl10": ("eval.online_eval_every=1",)}, profile_
 
 FIGURE2 = Experiment(
     "figure2", "linear regime, eq. 8 vs the Barlow variant (CPU, about a minute; repro/linear_regime.py)",
-    profiles=("paper",), collect=collect.collect_linear_regime, copy_figure="figure2/figure2.png",
+    profiles=("paper",), collect=collect_linear_regime, copy_figure="figure2/figure2.png",
     script=figure2_command, done_file="figure2/figure2.json")
 TABLE2 = Experiment(
     "table2", "linear probe top-1, 12 rows x CIFAR-10 / CIFAR-100 (1000 ep.) / STL-10 (500 ep.)",
     rows=TABLE2_ROWS, datasets=("cifar10", "cifar100", "stl10"), runs=TABLE_RUNS,
-    collect=collect.collect_probe_top1)
+    collect=collect_probe_top1)
 TABLE3 = Experiment(
     "table3", "STL-10 online top-1 at epochs 3-100: Table 2's STL-10 runs, stopped once epoch 100 is validated",
     rows=tuple(r for r in TABLE2_ROWS if r != "corinfomax"),   # no CorInfoMax row in Table 3
     datasets=("stl10",), runs=TABLE_RUNS, stop_at_epoch=max(TABLE3_EPOCHS), evaluate=False,
-    collect=partial(collect.collect_online_top1, epochs=TABLE3_EPOCHS))
+    collect=partial(collect_online_top1, epochs=TABLE3_EPOCHS))
 ABLATION = Experiment(
     "ablation", "the FroSSL (no logs) rows of Tables 2 and 3, with the FroSSL rows to compare",
     rows=("frossl_nologs", "frossl"), datasets=TABLE2.datasets, runs=TABLE_RUNS, results=("table2", "table3"),
@@ -100,12 +101,12 @@ FIGURE3 = Experiment(
     "figure3", "5 STL-10 epochs of FroSSL, VICReg, Barlow Twins, SimCLR with eigenvalue tracking",
     rows=("frossl", "vicreg", "barlow_twins", "simclr"), datasets=("stl10",), takes_datasets=False,
     runs=Runs(prefix="figure3-", overrides=FIGURE3_PROTOCOL), evaluate=False, profiles=("paper",),
-    collect=collect.collect_spectra, plot=plot_figure3)
+    collect=collect_spectra, plot=plot_figure3)
 FIGURE4 = Experiment(
     "figure4", "ImageNet, FroSSL vs Barlow Twins, 100 epochs, online top-1/top-5 per epoch, probe",
     rows=("frossl", "barlow_twins"), datasets=("imagenet",), takes_datasets=False,
     runs=Runs(overrides=("eval.online_eval_every=1",), profile_epochs_from=("figure4",)),
-    collect=partial(collect.collect_online_curves_and_probe, window=FIGURE4_WINDOW),
+    collect=partial(collect_online_curves_and_probe, window=FIGURE4_WINDOW),
     plot=partial(plot_figure4, window=FIGURE4_WINDOW))
 ALL = Experiment("all", "all of the above, then the full check and the report",
                  parts=(FIGURE2, TABLE2, TABLE3, FIGURE3, FIGURE4))
