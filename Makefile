@@ -69,8 +69,9 @@ bench-data: setup ## two-view batches/s: FFCV loader vs torchvision+PIL DataLoad
 # ---- first hour on a GPU (docs/gpu-check.md) ---------------------------------------------------
 GPU_CHECK_ARGS ?=
 .PHONY: gpu-check
+# data: CIFAR10= (the JPEG archive), else DATA_DIR when it holds cifar-10-batches-py, else ../shared/data's archive
 gpu-check: setup ## on a new GPU machine (<= 12 min): env, CUDA tests, bench, 3-epoch FroSSL, every target's time -> runs/gpu-check/ [CIFAR10= GPU_CHECK_ARGS="--dry-run"]
-	$(PYTHON) -m repro.gpu_check $(if $(CIFAR10),--data "$(CIFAR10)") $(GPU_CHECK_ARGS)
+	$(PYTHON) -m repro.gpu_check $(if $(CIFAR10),--data "$(CIFAR10)",$(if $(wildcard $(DATA_DIR)/cifar-10-batches-py),--data "$(DATA_DIR)")) $(GPU_CHECK_ARGS)
 
 # ---- paper experiments (docs/experiments.md) --------------------------------------------------
 # Each target runs `python -m repro.experiments TARGET`: prepare data, train what is missing,
