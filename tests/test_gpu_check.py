@@ -86,6 +86,24 @@ def test_parse_train_times_epochs_from_the_metric_windows(tmp_path):
     assert out["loader_line"].startswith("data: torchvision two-view loader")
 
 
+def test_data_from_an_archive_a_pickle_folder_or_neither(tmp_path):
+    from repro.gpu_data import prepare_data
+
+    archive = tiny_archive(tmp_path / "tiny.tar.gz", train=3, test=2)
+    data = prepare_data(archive, tmp_path / "work", {"train": 2, "test": 1})
+    assert data.kind == "archive" and "data.dataset=imagefolder" in data.train_overrides
+    assert data.images == {"train": 4, "test": 2}       # 2 classes x the per-class limits
+    batches = data.cifar_pickles / "cifar-10-batches-py"
+    assert sorted(p.name for p in batches.iterdir()) == ["batches.meta"] + [f"data_batch_{i}" for i in range(1, 6)] \
+        + ["test_batch"]
+    cifar = prepare_data(data.cifar_pickles, tmp_path / "work2", {"train": 2, "test": 1})
+    assert cifar.kind == "cifar10" and "data.subset=20" in cifar.train_overrides
+    assert cifar.cifar_pickles == data.cifar_pickles.resolve()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="neither the CIFAR-10 JPEG archive"):
+        prepare_data(tmp_path / "empty", tmp_path / "work3", {"train": 2, "test": 1})
+
+
 # ---- failures and bad input ------------------------------------------------------------------
 
 def test_a_failing_trainer_makes_the_exit_non_zero_and_is_named(tmp_path, monkeypatch):
