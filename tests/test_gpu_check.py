@@ -135,6 +135,22 @@ def test_a_command_past_the_budget_is_stopped_and_its_part_fails(tmp_path, monke
     assert "timed out" in reason or "budget" in reason
 
 
+def test_without_cuda_a_full_run_fails_the_environment_and_skips_the_rest(tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present: a full run would run every part")
+    out = tmp_path / "out"
+    code = gpu_check.main(["--data", str(tiny_archive(tmp_path / "tiny.tar.gz")), "--out", str(out)])
+    assert code == 1
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert summary["failed"] == ["environment"]
+    assert "torch.cuda.is_available() is False" in summary["parts"]["environment"]["reason"]
+    assert "--dry-run" in summary["parts"]["environment"]["reason"]
+    for name in ("cuda_tests", "bench_eager", "bench_compile", "train"):
+        assert summary["parts"][name]["status"] == "skipped" and "needs CUDA" in summary["parts"][name]["reason"]
+
+
 def test_bad_input_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exit_info:
