@@ -5,8 +5,8 @@ same command, and check that the final weights equal those of an uninterrupted r
     python -m repro.faults --signals KILL --runs 3
 
 SIGKILL gives the run no chance to save: it resumes from the last epoch checkpoint. SIGTERM (what
-schedulers send before pre-empting) makes the trainer write a checkpoint at the end of the current
-step and exit; it resumes mid-epoch. Prints "N/K identical" per signal and exits non-zero unless
+schedulers send before pre-empting), SIGINT and SIGHUP make the trainer write a checkpoint at the
+end of the current step and exit 128 + signal; it resumes mid-epoch. Prints "N/K identical" per signal and exits non-zero unless
 every resumed run is identical.
 """
 from __future__ import annotations
@@ -59,7 +59,7 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.faults", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=5, help="interrupted runs per signal (K)")
-    parser.add_argument("--signals", nargs="+", default=["KILL", "TERM"], choices=["KILL", "TERM", "INT"])
+    parser.add_argument("--signals", nargs="+", default=["KILL", "TERM"], choices=["KILL", "TERM", "INT", "HUP"])
     parser.add_argument("--seed", type=int, default=0, help="seed of the random kill times")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
