@@ -22,7 +22,9 @@ TINY = ("data.dataset=digits data.train_split=train data.augmentations=digits mo
 
 
 def make(*args, timeout=300):
-    env = {**os.environ, "MAKEFLAGS": ""}
+    # one OpenMP thread per process: the tiny model's two threads on two cores shared with other
+    # processes wait on each other (seconds per step instead of milliseconds; tests/test_targets_e2e.py)
+    env = {**os.environ, "MAKEFLAGS": "", "OMP_NUM_THREADS": "1"}
     return subprocess.run(["make", "--no-print-directory", *args, "SETUP=true"], capture_output=True, text=True,
                           cwd=ROOT, timeout=timeout, env=env)
 
