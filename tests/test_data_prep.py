@@ -4,6 +4,8 @@ the converters in a subprocess, as a user runs them; data-dependent tests skip w
 ../shared/data is absent.
 """
 import json
+import subprocess
+import sys
 import tarfile
 
 import numpy as np
@@ -13,7 +15,7 @@ from PIL import Image
 from repro.data.datasets import build_dataset
 from repro.formats.beton import inspect_beton
 from tests.cifar_fixture import convert, converted, converted_cifar100, read_beton
-from tests.conftest import SHARED_CIFAR
+from tests.conftest import ROOT, SHARED_CIFAR
 from tests.test_data import _write_stl10
 
 pytest.importorskip("ffcv")
@@ -164,16 +166,26 @@ def test_real_cifar10_through_the_image_folder_path(tmp_path):
     assert psnr.min() >= JPEG_MIN_PSNR and np.median(psnr) >= 38, (psnr.min(), np.median(psnr))
 
 
-def test_subset_holds_the_images_the_torchvision_path_keeps(cifar100, tmp_path, monkeypatch):
+def test_subset_holds_the_images_the_torchvision_path_keeps(cifar100, tmp_path, accept_rebuilt_cifar):
     """--subset N and data.subset=N: the same images, in the same order, from one rule."""
-    import torchvision
-
     root, _, _ = cifar100
     converted("write_cifar", "--dataset", "cifar100", "--root", root, "--out", tmp_path, "--splits", "train",
               "--subset", "50")
     back_images, back_labels = read_beton(tmp_path / "cifar100_train.beton")
-    monkeypatch.setattr(torchvision.datasets.CIFAR100, "_check_integrity", lambda self: True)
     kept = build_dataset("cifar100", root, "train", subset=50)
     assert len(kept) == len(back_labels) == 50
     assert back_labels.tolist() == [kept[i][1] for i in range(50)]
     assert all(np.array_equal(np.asarray(kept[i][0]), back_images[i]) for i in range(50))
+
+
+def test_python_m_data_prep_runs_the_catalogs_converter(tmp_path):
+    result = convert_any("cifar100", "--root", tmp_path, "--splits", "train")
+    assert result.returncode == 2 and "cifar-100-python" in result.stderr  # write_cifar's own error
+    result = convert_any("digits", "--root", tmp_path)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "has no FFCV converter: choose one of cifar10, cifar100, stl10, imagefolder" in result.stderr
+
+
+def convert_any(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "data_prep", *map(str, args)], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
