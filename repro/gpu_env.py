@@ -26,8 +26,8 @@ OPTIONAL = {"ffcv": ("ffcv",), "numba": ("numba",), "cv2": ("opencv-python", "op
 
 def preflight() -> dict:
     """Required packages (a one-line error naming the missing one) and which optional ones import."""
-    if sys.version_info < (3, 10):
-        raise UserError(f"Python {platform.python_version()} is too old: the project needs 3.10 or newer")
+    if sys.version_info < (3, 11):   # pyproject.toml: requires-python >= 3.11
+        raise UserError(f"Python {platform.python_version()} is too old: the project needs 3.11 or newer")
     for module, package in REQUIRED.items():
         if importlib.util.find_spec(module) is None:
             hint = " (the project's configs are YAML)" if module == "yaml" else ""
