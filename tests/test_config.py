@@ -165,8 +165,8 @@ def test_a_moved_run_folder_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     from repro.train import train
     from tests.conftest import crash_after_first_checkpoint
 
-    tiny = ["model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "optim.epochs=2",
-            "optim.warmup_epochs=0", "train.log_every=1"]
+    tiny = ["model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "data.subset=96",
+            "data.batch_size=32", "optim.epochs=2", "optim.warmup_epochs=0", "train.log_every=1"]
     straight = load_config(ROOT / "repro/configs/demo.yaml", [f"out_dir={tmp_path / 'a'}", *tiny])
     train(straight)
     first = load_config(ROOT / "repro/configs/demo.yaml", [f"out_dir={tmp_path / 'b'}", *tiny])
