@@ -162,7 +162,7 @@ def torchvision_epochs(root: Path, batch_size: int, workers: int, device: torch.
         loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, drop_last=True, num_workers=workers,
                             generator=generator, persistent_workers=False, pin_memory=device.type == "cuda")
         # on the training device, as the FFCV path's views are
-        return ([v.to(device, non_blocking=True) for v in views], labels.to(device, non_blocking=True))
+        return (([v.to(device, non_blocking=True) for v in views], labels.to(device, non_blocking=True))
                 for views, labels in loader)
     return epochs, len(dataset)
 
