@@ -55,12 +55,7 @@ DATASET ?= cifar10
 DATA_ARGS ?=
 .PHONY: data bench-data
 data: setup ## FFCV .beton files: make data DATASET=cifar10|cifar100|stl10|imagefolder DATA_DIR=data [DATA_ARGS="--subset 1000"]
-	@case "$(DATASET)" in \
-	  cifar10|cifar100) $(PYTHON) -m data_prep.write_cifar --dataset $(DATASET) --root $(DATA_DIR) $(DATA_ARGS) ;; \
-	  stl10) $(PYTHON) -m data_prep.write_stl10 --root $(DATA_DIR) $(DATA_ARGS) ;; \
-	  imagefolder) $(PYTHON) -m data_prep.write_imagefolder --root $(DATA_DIR) $(DATA_ARGS) ;; \
-	  *) echo "error: DATASET=$(DATASET): choose cifar10, cifar100, stl10 or imagefolder" >&2; exit 2 ;; \
-	esac
+	$(PYTHON) -m data_prep $(DATASET) --root $(DATA_DIR) $(DATA_ARGS)
 
 BENCH_DATA_ARGS ?=
 bench-data: setup ## two-view batches/s: FFCV loader vs torchvision+PIL DataLoader, real CIFAR-10 (BENCH_DATA_ARGS="--batches 40")
