@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from repro.cli import UserError
+from repro.formats.catalog import dataset_record
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 MEMBER = re.compile(r"(?:^|/)(train|test)/([^/]+)/([^/]+\.(?:png|jpe?g))$", re.IGNORECASE)
@@ -137,7 +138,7 @@ def prepare_data(path: Path, dest: Path, per_class: dict) -> DataSource:
         subset = per_class.get("train", 0) * len(CLASSES)
         overrides = ("data.dataset=cifar10", f"data.root={root}", "data.download=false") + \
             ((f"data.subset={subset}",) if subset else ())
-        convert = ("-m", "data_prep.write_cifar", "--dataset", "cifar10", "--root", str(root), "--splits", "train")
+        convert = tuple(dataset_record("cifar10").converter_argv(root, ["train"]))
         return DataSource("cifar10", overrides, convert, root, {"train": subset or 50_000, "test": 10_000})
     if path.is_file() and path.name.endswith((".tar.gz", ".tgz", ".tar")):
         folder, kind = unpack_archive(path, dest / f"cifar10-jpeg{suffix}", per_class), "archive"
@@ -151,5 +152,5 @@ def prepare_data(path: Path, dest: Path, per_class: dict) -> DataSource:
     # 32 px with the CIFAR stem as the cifar10 config; the image folder is normalised with
     # ImageNet's statistics (repro/data/augment.py), the only difference from the CIFAR-10 path
     overrides = ("data.dataset=imagefolder", f"data.root={folder}", "data.image_size=32", "data.download=false")
-    convert = ("-m", "data_prep.write_imagefolder", "--root", str(folder), "--splits", "train")
+    convert = tuple(dataset_record("imagefolder").converter_argv(folder, ["train"]))
     return DataSource(kind, overrides, convert, pickles, count_images(folder))
