@@ -89,7 +89,6 @@ def _method_worker(rank, world, init_file, out_dir, method_name, gather):
         return loss_fn(z1, z2, *args, **kwargs)
 
     methods.METHODS[method_name].loss_fn = staticmethod(recording)
-    methods.frossl_loss = recording
     method = tiny_method(method_name, f"train.gather_embeddings={str(gather).lower()}")
     method.set_progress(0, 10, 100)
     x = [v[rank * 12:(rank + 1) * 12] for v in views()]   # each rank's shard of the 24 images
