@@ -11,10 +11,11 @@ import time
 
 import pytest
 
-from repro import gpu_check, gpu_env
+from repro import gpu_check
+from repro.gpu_check import env as gpu_env
 from repro.cli import UserError, run_cli
-from repro.gpu_estimate import estimate_targets, flops_per_second
-from repro.gpu_report import parse_train
+from repro.gpu_check.estimate import estimate_targets, flops_per_second
+from repro.gpu_check.report import parse_train
 from tests.conftest import ROOT, SHARED_CIFAR
 
 
@@ -87,7 +88,7 @@ def test_parse_train_times_epochs_from_the_metric_windows(tmp_path):
 
 
 def test_data_from_an_archive_a_pickle_folder_or_neither(tmp_path):
-    from repro.gpu_data import prepare_data
+    from repro.gpu_check.data import prepare_data
 
     archive = tiny_archive(tmp_path / "tiny.tar.gz", train=3, test=2)
     data = prepare_data(archive, tmp_path / "work", {"train": 2, "test": 1})

@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from repro.gpu_estimate import format_duration
+from repro.gpu_check.estimate import format_duration
 
 
 def parse_bench(report: dict) -> dict:
@@ -117,7 +117,7 @@ def render_markdown(summary: dict) -> str:
         d = e["details"]
         lines += ["", "## Estimated wall time of each target on one of these GPUs", "",
                   f"From {d['images_per_s']:.0f} images/s ({d['rate_source']}): a CIFAR-10 epoch takes "
-                  f"{d['cifar10_epoch_s']:.1f} s; other runs are scaled by their FLOPs (repro/gpu_estimate.py). "
+                  f"{d['cifar10_epoch_s']:.1f} s; other runs are scaled by their FLOPs (repro/gpu_check/estimate.py). "
                   + (e["reason"] or "Compute-scaled: runs bound by JPEG decoding (ImageNet) take longer."), "",
                   "| target | runs | pretraining | linear probes | total |", "|---|---|---|---|---|"]
         for target, v in d["targets"].items():

@@ -12,7 +12,7 @@ Parts, each recorded even when another fails (commands run as subprocesses, logs
   train        a short FroSSL CIFAR-10 run through `python -m repro.train`: s/epoch, images/s,
                peak GPU memory, online top-1 (FFCV loader when ffcv imports, else torchvision)
   estimate     every target's wall time on this machine from the measured epoch time
-               (repro/gpu_estimate.py)
+               (repro/gpu_check/estimate.py)
 Writes OUT/gpu_check.json and OUT/gpu_check.md (default OUT: runs/gpu-check); exit 0 when no part
 failed, 1 when one did, 2 on bad input. --data takes the CIFAR-10 JPEG archive (train/<class>/,
 test/<class>/ inside, as ../shared/data/cifar10-jpeg.tar.gz), its unpacked folder, or a folder
@@ -34,10 +34,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from repro.cli import UserError, run_cli
-from repro.gpu_data import prepare_data
-from repro.gpu_env import environment, nvidia_smi, preflight
-from repro.gpu_report import parse_bench, parse_train, render_markdown
+from repro.cli import UserError
+from repro.gpu_check.data import prepare_data
+from repro.gpu_check.env import environment, nvidia_smi, preflight
+from repro.gpu_check.report import parse_bench, parse_train, render_markdown
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
@@ -195,7 +195,7 @@ def train(part: Part, logs: Path, settings: Settings, data, loader: str, work: P
 
 
 def estimate(part: Part, parts: dict[str, Part], dry: bool) -> None:
-    from repro.gpu_estimate import CIFAR10_EPOCH_IMAGES, estimate_targets
+    from repro.gpu_check.estimate import CIFAR10_EPOCH_IMAGES, estimate_targets
 
     # the trainer's own rate when it ran; else the eager bench's project step
     sources = [("train", parts["train"].details.get("images_per_s")),
@@ -340,6 +340,3 @@ def main(argv: list[str]) -> int:
           f"summary in {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
     return 1 if failed else 0
 
-
-if __name__ == "__main__":
-    run_cli(main)
