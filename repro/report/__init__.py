@@ -6,6 +6,7 @@
 The notebook renders whatever results exist (paper value next to the measured one, the check's
 verdicts, the figures, the environment) and says plainly what is missing. Its cells only call
 repro/report/render.py; `python -m repro.report --write-template` regenerates the notebook file.
+repro/report/plots.py draws Figures 3 and 4 when `repro.experiments` collects their results.
 """
 from __future__ import annotations
 
