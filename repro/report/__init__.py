@@ -22,7 +22,7 @@ def make_notebook():
     import nbformat
     from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
-    from repro.report.render import experiments_in_order, expected_title
+    from repro.report.render import SECOND_REFERENCES_TEXT, experiments_in_order, expected_title
 
     cells = [
         new_markdown_cell("# FroSSL reproduction report\n\n"
@@ -34,6 +34,8 @@ def make_notebook():
         new_markdown_cell("## Summary"),
         new_code_cell("render.summary(RESULTS)"),
         new_code_cell("render.check_table(RESULTS)"),
+        new_markdown_cell(SECOND_REFERENCES_TEXT),
+        new_code_cell("render.second_references(RESULTS)"),
     ]
     for experiment in experiments_in_order():
         cells.append(new_markdown_cell(f"## {expected_title(experiment)}"))
