@@ -149,5 +149,5 @@ def missing_reason(spec: RunSpec, methods: set[str] | None) -> str:
         return f"config {spec.config.relative_to(ROOT)} not written yet"
     method = (yaml.safe_load(spec.config.read_text()) or {}).get("method")
     if methods is not None and method not in methods:
-        return f"method '{method}' not registered in repro/methods.py yet"
+        return f"method '{method}' not registered in repro/methods/ yet"
     return ""
