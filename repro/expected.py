@@ -9,7 +9,6 @@ from pathlib import Path
 import yaml
 
 from repro.cli import UserError
-from repro.references import validate_sources
 
 ROOT = Path(__file__).resolve().parents[1]
 EXPECTED_DIR = ROOT / "expected_results"
@@ -59,6 +58,35 @@ def _validate_expected(path: Path, spec: dict) -> None:
         raise UserError(f"{path}: 'claims' must be a list of mappings, each with an 'id', a 'statement' "
                         f"and 'all': {fix}")
     validate_sources(path, spec)
+
+
+def validate_sources(path: Path, spec: dict) -> None:
+    """Every cell names a known source, and a second reference (known, numeric) or why it has none."""
+    fix = f"fix {path} (`git checkout -- {path}` restores a shipped file)"
+    sources = spec.get("sources") or {}
+    seconds = spec.get("second_references") or {}
+    if not isinstance(sources, dict) or not isinstance(seconds, dict):
+        raise UserError(f"{path}: 'sources' and 'second_references' must be mappings of key -> entry: {fix}")
+    for key, entry in sources.items():
+        if not isinstance(entry, dict) or not entry.get("label") or not entry.get("detail"):
+            raise UserError(f"{path}: sources.{key} needs a 'label' and a 'detail': {fix}")
+    for key, entry in seconds.items():
+        if not isinstance(entry, dict) or not entry.get("label") or not entry.get("source") \
+                or not _is_number(entry.get("tolerance")):
+            raise UserError(f"{path}: second_references.{key} needs a 'label', a 'source' (file, commit) and a "
+                            f"numeric 'tolerance': {fix}")
+    for cell, entry in (spec.get("cells") or {}).items():
+        if entry.get("source") not in sources:
+            raise UserError(f"{path}: cell '{cell}' has source {entry.get('source')!r}, not one of the file's "
+                            f"sources ({', '.join(sources) or 'none defined'}): {fix}")
+        second = entry.get("second")
+        if second is None:
+            if not (entry.get("no_second") or spec.get("no_second_reference")):
+                raise UserError(f"{path}: cell '{cell}' has no 'second' reference and no 'no_second' reason: {fix}")
+            continue
+        if not isinstance(second, dict) or second.get("ref") not in seconds or not _is_number(second.get("value")):
+            raise UserError(f"{path}: cells.{cell}.second must be {{ref: <one of {', '.join(seconds) or 'none'}>, "
+                            f"value: <number>}}, not {second!r}: {fix}")
 
 
 def load_expected(expected_dir: Path = EXPECTED_DIR) -> dict[str, dict]:
