@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 
 from repro.cli import UserError
+from repro.formats.augmentations import AUGMENTATION_SETS
+from repro.formats.catalog import DATASETS
 from repro.method_args import METHOD_ARGS, FroSSLArgs, LossArgs
 
 
@@ -46,7 +48,7 @@ class DataConfig:
     root: str = "data"                # folder holding the dataset (DATA_DIR in the Makefile)
     train_split: str = "train"        # stl10 pretraining uses "train+unlabeled"
     eval_split: str = "test"
-    augmentations: str = "symmetric"  # named set in repro.data.augment (docs/sources.md section 3)
+    augmentations: str = "symmetric"  # named set in repro.formats.augmentations (docs/sources.md section 3)
     image_size: int = 0               # 0: the dataset's native size (32 CIFAR, 96 STL-10, 224 ImageNet)
     batch_size: int = 256             # global batch (all ranks together)
     num_workers: int = -1             # -1: min(8, cpu count)
@@ -309,8 +311,6 @@ def _positive(key: str, value: float, allow_zero: bool = False) -> None:
 
 def validate(cfg: Config) -> None:
     """Value checks that the types cannot express; each names the key and the allowed values."""
-    from repro.data import AUGMENTATION_SETS, DATASETS  # late import: data imports torch
-
     _choice("method", cfg.method, tuple(METHOD_ARGS))
     _choice("data.dataset", cfg.data.dataset, tuple(DATASETS))
     _choice("data.augmentations", cfg.data.augmentations, tuple(AUGMENTATION_SETS))

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from repro.data.augment import ViewAugment
+from repro.formats.augmentations import ViewAugment
 
 # ITU-R 601 luma, as torchvision's rgb_to_grayscale and PIL's convert("L")
 LUMA = (0.2989, 0.587, 0.114)
