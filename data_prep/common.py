@@ -1,6 +1,7 @@
 """What the converters share: flags, the write-verify-rename step, the manifest, one-line errors.
 
-Every converter writes `<out>/<dataset>_<split>.beton` plus `<name>.beton.json`, a manifest with
+Every converter writes `<out>/<dataset>_<split>.beton` (`--out`, default ROOT/ffcv; the experiment
+targets pass CACHE_DIR/ffcv so that ROOT may be read-only) plus `<name>.beton.json`, a manifest with
 the count, the options and the file size (the format: repro/formats/beton.py). A split is
 skipped when its file verifies (structure, count, manifest, same options) and rebuilt otherwise;
 a new file is written under a temporary name and renamed when complete, so an interrupted run
@@ -21,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from repro.cli import UserError
-from repro.formats.beton import (BETON_FIELDS, beton_name, expected_manifest, import_ffcv, inspect_beton,
+from repro.formats.beton import (BETON_FIELDS, beton_name, expected_manifest, ffcv_dir, import_ffcv, inspect_beton,
                                  manifest_path, verified, write_manifest)
 from repro.formats.catalog import dataset_record
 from repro.formats.order import subset_positions
@@ -31,7 +32,8 @@ def common_parser(description: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=description,
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--root", required=True, help="folder holding the source dataset (DATA_DIR)")
-    parser.add_argument("--out", default=None, help="output folder for .beton files (default: ROOT/ffcv)")
+    parser.add_argument("--out", default=None,
+                        help="output folder for .beton files (default: ROOT/ffcv; CACHE_DIR/ffcv keeps ROOT read-only)")
     parser.add_argument("--splits", nargs="+", default=None, help="splits to write (default: all)")
     parser.add_argument("--subset", type=int, default=0,
                         help="write only a fixed random subset of N images per split (seed 0; quick runs)")
@@ -121,7 +123,8 @@ def write_split(*, dataset: str, split: str, out_dir: Path, load: Callable[[int]
 
 
 def out_dir_for(args) -> Path:
-    return Path(args.out) if args.out else Path(args.root) / "ffcv"
+    """The output folder; nothing is ever written under --root when --out points elsewhere."""
+    return Path(args.out) if args.out else ffcv_dir(args.root)
 
 
 def choose_splits(requested: list[str] | None, available: tuple[str, ...]) -> list[str]:

@@ -55,6 +55,8 @@ class DataConfig:
     subset: int = 0                   # >0: use only the first N training images (quick runs, tests)
     download: bool = True             # try torchvision's download when the files are absent
     loader: str = "auto"              # two-view data: auto (FFCV if <root>/ffcv/<dataset>_<split>.beton exists) | ffcv | torchvision
+    cache_dir: str = ""               # derived files (FFCV) in <cache_dir>/ffcv/, looked for before <root>/ffcv/;
+                                      # "": next to the data. Lets data.root be a read-only mount
 
 
 @dataclass(frozen=True)
@@ -282,7 +284,7 @@ def diff(a: Config, b: Config) -> list[str]:
 
 
 # Config keys that do not change what a run computes. The rule: a key is non-semantic when it
-# only says where the run and its data live (name, out_dir, data.root, data.download), on what and
+# only says where the run and its data live (name, out_dir, data.root, data.cache_dir, data.download), on what and
 # through which pipeline the same recipe executes (device, data.num_workers, data.loader: FFCV and
 # torchvision draw the same augmentations, docs/data.md; train.compile), how often progress is
 # reported (train.log_every, eval.online_eval_every), or which probe `repro.evaluate` runs by
@@ -290,7 +292,7 @@ def diff(a: Config, b: Config) -> list[str]:
 # the probe's own settings included, can change a number the run reports, so it is semantic.
 # Used on resume (repro/checkpoint.py: a moved or re-mounted run folder resumes) and by the planner.
 NON_SEMANTIC: tuple[str, ...] = (
-    "name", "out_dir", "data.root", "data.download", "device", "data.num_workers", "data.loader",
+    "name", "out_dir", "data.root", "data.cache_dir", "data.download", "device", "data.num_workers", "data.loader",
     "train.compile", "train.log_every", "eval.online_eval_every", "eval.probe")
 
 

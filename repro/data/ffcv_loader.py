@@ -37,7 +37,7 @@ import torch
 from repro.cli import UserError
 from repro.data.augment import AUGMENTATION_SETS, mean_std
 from repro.data.gpu_augment import NUM_DRAWS, BatchAugment
-from repro.formats.beton import beton_path, import_ffcv, inspect_beton, keep_torch_threads, rebuild_command
+from repro.formats.beton import beton_path, find_beton, import_ffcv, inspect_beton, keep_torch_threads, rebuild_command
 from repro.formats.catalog import dataset_record
 from repro.formats.order import batch_count, check_sharding, epoch_batches, subset_positions
 from repro.seeds import stream_seed
@@ -304,12 +304,14 @@ class FFCVTwoViewLoader:
 def two_view_ffcv_loader(data_cfg, *, split: str, shuffle: bool, drop_last: bool, seed: int,
                          batch_size: int, subset: int, device: torch.device, rank: int, world_size: int,
                          image_size: int) -> FFCVTwoViewLoader | None:
-    """The FFCV loader when `data.loader` allows it and `<root>/ffcv/<dataset>_<split>.beton`
-    exists, else None (the caller uses the torchvision path). Prints the one line that says which.
-    Colour augmentation runs on `device`, the training device (on CUDA without an index: the
-    current CUDA device)."""
-    path = beton_path(data_cfg.root, data_cfg.dataset, split)
-    command = rebuild_command(data_cfg.dataset, data_cfg.root, split)
+    """The FFCV loader when `data.loader` allows it and `<dataset>_<split>.beton` exists in
+    `<data.cache_dir>/ffcv/` or `<root>/ffcv/` (that order), else None (the caller uses the
+    torchvision path). Prints the one line that says which. Colour augmentation runs on `device`,
+    the training device (on CUDA without an index: the current CUDA device)."""
+    cache_dir = getattr(data_cfg, "cache_dir", "")
+    found = find_beton(data_cfg.root, data_cfg.dataset, split, cache_dir)
+    path = found or beton_path(data_cfg.root, data_cfg.dataset, split, cache_dir)  # where it would be built
+    command = rebuild_command(data_cfg.dataset, data_cfg.root, split, cache_dir)
     mode = getattr(data_cfg, "loader", "auto")
 
     def log(message: str) -> None:
@@ -324,7 +326,7 @@ def two_view_ffcv_loader(data_cfg, *, split: str, shuffle: bool, drop_last: bool
                             f"use data.loader=auto or torchvision")
         log(f"torchvision two-view loader for {data_cfg.dataset} {split} (no FFCV converter for this dataset)")
         return None
-    if not path.is_file():
+    if found is None:
         if mode == "ffcv":
             raise UserError(f"data.loader=ffcv but '{path}' does not exist: build it with `{command}`")
         log(f"torchvision two-view loader for {data_cfg.dataset} {split} (no {path}; `{command}` builds it)")

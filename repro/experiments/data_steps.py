@@ -1,6 +1,7 @@
 """Data preparation before a target trains: download a missing dataset, write the FFCV file of its
-training split. What a dataset is (source folder, download URL, converter, FFCV file) comes from
-the dataset catalog, repro/formats/catalog.py."""
+training split into the cache folder (Options.cache: CACHE_DIR, default OUT/cache), so that DATA_DIR
+and IMAGENET_DIR may be read-only mounts. What a dataset is (source folder, download URL,
+converter, FFCV file) comes from the dataset catalog, repro/formats/catalog.py."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,23 +12,36 @@ from repro.cli import UserError
 from repro.experiments.options import Options
 from repro.experiments.plan import RunSpec
 from repro.experiments.state import read_yaml
+from repro.formats.beton import beton_path, complete, ffcv_dir
 from repro.formats.catalog import DATASETS, dataset_record
 
 # the Make variable that sets a dataset's data.root (default DATA_DIR)
 ROOT_VARIABLE = {"imagenet": "IMAGENET_DIR"}
 
 
+def planned_datasets(specs: list[RunSpec], opts: Options) -> dict[str, str]:
+    """Experiment dataset (a config folder) -> its config's data.dataset (a catalog record); {} when
+    nothing is prepared (PREPARE_DATA=none, or data.dataset overridden: the runs read another dataset)."""
+    if opts.prepare_data == "none" or any(o.startswith("data.dataset=") for o in opts.overrides):
+        return {}
+    return {s.dataset: read_yaml(s.config).get("data", {}).get("dataset", s.dataset) for s in specs if s.config.exists()}
+
+
+def ready_ffcv_file(root: Path, record, opts: Options) -> Path | None:
+    """A finished training-split file in the loader's order (repro.formats.beton.find_beton): the
+    cache folder first, then next to the data."""
+    candidates = (beton_path(root, record.name, record.train_split, opts.cache),
+                  beton_path(root, record.name, record.train_split))
+    return next((path for path in candidates if complete(path)), None)
+
+
 def data_steps(specs: list[RunSpec], opts: Options) -> list[tuple[str, list[str] | None]]:
     """(description, command or None) per dataset of the planned runs: download the source if
-    absent, write the FFCV file of the training split if ffcv is installed and the file is absent."""
-    if opts.prepare_data == "none" or any(o.startswith("data.dataset=") for o in opts.overrides):
-        return []   # data.dataset overridden: the runs read another dataset than the experiment's
+    absent, write the FFCV file of the training split into the cache folder if ffcv is installed
+    and no finished file (complete manifest) is in the cache folder or next to the data."""
     has_ffcv = importlib.util.find_spec("ffcv") is not None
     steps = []
-    # experiment dataset (a config folder) -> its config's data.dataset, a catalog record
-    datasets = {s.dataset: read_yaml(s.config).get("data", {}).get("dataset", s.dataset)
-                for s in specs if s.config.exists()}
-    for dataset, kind in datasets.items():
+    for dataset, kind in planned_datasets(specs, opts).items():
         record = dataset_record(kind)
         root = Path(opts.data_root(dataset))
         if not (root / record.source_folder).exists():
@@ -37,17 +51,45 @@ def data_steps(specs: list[RunSpec], opts: Options) -> list[tuple[str, list[str]
                 continue
             steps.append((f"data: download {dataset} into {root}",
                           [opts.python, "-m", "repro.experiments", "download", kind, "--data-dir", str(root)]))
-        beton = record.ffcv_train_file
-        if beton is None:
+        if record.ffcv_train_file is None:
             steps.append((f"data: {dataset} has no FFCV converter: it trains from the torchvision loader", None))
-        elif (root / beton).exists():
-            steps.append((f"data: {root / beton} exists", None))
+            continue
+        ready = ready_ffcv_file(root, record, opts)
+        if ready is not None:
+            steps.append((f"data: {ready} exists (manifest complete), reused", None))
         elif has_ffcv:
-            steps.append((f"data: FFCV file for {dataset}",
-                          [opts.python, *record.converter_argv(root, [record.train_split])]))
+            steps.append((f"data: FFCV file for {dataset} -> {ffcv_dir(root, opts.cache)}",
+                          [opts.python, *record.converter_argv(root, [record.train_split]),
+                           "--out", str(ffcv_dir(root, opts.cache))]))
         else:
             steps.append((f"data: ffcv not installed: {dataset} trains from the torchvision loader", None))
     return steps
+
+
+def planned_data(specs: list[RunSpec], opts: Options) -> dict:
+    """What data_steps will fetch and write, for the plan summary: {"downloads": [text], "by_hand":
+    [text], "ffcv_bytes": raw-pixel bytes of the FFCV files to write (images x side^2 x 3, before
+    ffcv's page padding), "ffcv_jpeg": [datasets whose file is JPEG, size not estimated]}."""
+    has_ffcv = importlib.util.find_spec("ffcv") is not None
+    out = {"downloads": [], "by_hand": [], "ffcv_bytes": 0, "ffcv_jpeg": []}
+    for dataset, kind in planned_datasets(specs, opts).items():
+        record = dataset_record(kind)
+        root = Path(opts.data_root(dataset))
+        if not (root / record.source_folder).exists():
+            if record.download_url is None:
+                out["by_hand"].append(f"{dataset} at {root}/{record.source_folder} "
+                                      f"({ROOT_VARIABLE.get(dataset, 'DATA_DIR')}=..., docs/data.md)")
+                continue
+            out["downloads"].append(f"{dataset} {record.archive_size or '(archive size not documented)'} "
+                                    f"from {record.download_url} into {root}")
+        if record.ffcv_train_file is None or not has_ffcv or ready_ffcv_file(root, record, opts) is not None:
+            continue
+        images = record.split_sizes.get(record.train_split)
+        if images:
+            out["ffcv_bytes"] += images * record.image_size ** 2 * 3
+        else:
+            out["ffcv_jpeg"].append(dataset)
+    return out
 
 
 def downloadable() -> list[str]:

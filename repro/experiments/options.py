@@ -38,6 +38,7 @@ class Options:
     node_rank: int = 0              # this machine (0: it also evaluates, collects and checks)
     master_addr: str = ""           # address of the node_rank 0 machine, reachable from every node
     master_port: int = 29500
+    cache_dir: str = ""             # derived files (FFCV); "": <out>/cache (CACHE_DIR; data folders may be read-only)
 
     @property
     def world_size(self) -> int:
@@ -74,6 +75,11 @@ class Options:
     def result_stem(self, experiment: str) -> str:
         return experiment + ("-short" if self.profile == "short" else "") + \
             (self.suffix.replace("-short", "") if self.variant else "")
+
+    @property
+    def cache(self) -> str:
+        """data.cache_dir of every run: the FFCV files go there, never into DATA_DIR / IMAGENET_DIR."""
+        return self.cache_dir or str(self.out / "cache")
 
     def data_root(self, dataset: str) -> str:
         """data.root of a run on this dataset: ImageNet has its own folder."""

@@ -4,6 +4,10 @@ file is checked without trusting it.
     DATA_DIR/ffcv/<dataset>_<split>.beton        fields "image" (RGB) and "label" (int)
     DATA_DIR/ffcv/<dataset>_<split>.beton.json   the manifest data_prep writes once the file is complete
 
+or, with a cache folder (data.cache_dir, Make's CACHE_DIR: the data folder may be a read-only
+mount), the same names under CACHE_DIR/ffcv/. The loader looks in the cache folder first, then
+next to the data (files an earlier `make data` wrote there stay usable).
+
 The converters (data_prep/) write files in this format and the FFCV loader (repro.data.ffcv_loader)
 reads them; neither defines any of it. Hazards of ffcv on these machines (docs/sources.md section
 5): `import ffcv` sets torch's thread count to 1, so every import goes through import_ffcv, which
@@ -23,29 +27,53 @@ import numpy as np
 from repro.cli import UserError
 from repro.formats.catalog import DATASETS, beton_name
 
-__all__ = ["BETON_FIELDS", "MANIFEST_VERSION", "beton_name", "beton_path", "expected_manifest", "import_ffcv",
-           "inspect_beton", "keep_torch_threads", "manifest_path", "rebuild_command", "verified",
-           "write_manifest"]
+__all__ = ["BETON_FIELDS", "MANIFEST_VERSION", "beton_name", "beton_path", "complete", "expected_manifest",
+           "ffcv_dir", "find_beton", "import_ffcv", "inspect_beton", "keep_torch_threads", "manifest_path",
+           "rebuild_command", "verified", "write_manifest"]
 
 BETON_FIELDS = ("image", "label")
 MANIFEST_VERSION = 1  # raise when the manifest's keys or the fields change: older files then rebuild
 
 
-def beton_path(root: str | Path, dataset: str, split: str) -> Path:
-    """Where the converters write a split and build_loader looks for it."""
-    return Path(root) / "ffcv" / beton_name(dataset, split)
+def ffcv_dir(root: str | Path, cache_dir: str | Path = "") -> Path:
+    """The folder of the FFCV files: CACHE_DIR/ffcv with a cache folder, else DATA_DIR/ffcv."""
+    return Path(cache_dir or root) / "ffcv"
+
+
+def beton_path(root: str | Path, dataset: str, split: str, cache_dir: str | Path = "") -> Path:
+    """Where the converters write a split (the cache folder when one is given)."""
+    return ffcv_dir(root, cache_dir) / beton_name(dataset, split)
+
+
+def find_beton(root: str | Path, dataset: str, split: str, cache_dir: str | Path = "") -> Path | None:
+    """The split's file the loader reads: in the cache folder, else next to the data; None if neither."""
+    candidates = [beton_path(root, dataset, split, cache_dir)] if cache_dir else []
+    candidates.append(beton_path(root, dataset, split))
+    return next((path for path in candidates if path.is_file()), None)
+
+
+def complete(path: Path) -> bool:
+    """A converter finished `path`: its manifest (written last) is there and names the file's size.
+    Cheap (no ffcv import); the loader still inspects the structure when it opens the file."""
+    try:
+        manifest = json.loads(manifest_path(path).read_text())
+        return path.is_file() and manifest.get("bytes") == path.stat().st_size
+    except (OSError, ValueError):
+        return False
 
 
 def manifest_path(path: str | Path) -> Path:
     return Path(str(path) + ".json")
 
 
-def rebuild_command(dataset: str, root: str | Path, split: str | None = None) -> str:
-    """The command that (re)builds a split's .beton (a damaged file is replaced, a good one kept)."""
+def rebuild_command(dataset: str, root: str | Path, split: str | None = None, cache_dir: str | Path = "") -> str:
+    """The command that (re)builds a split's .beton (a damaged file is replaced, a good one kept),
+    writing into the cache folder when one is given."""
     record = DATASETS.get(dataset)
     if record is None or not record.has_converter:
         return f"(no FFCV converter for dataset {dataset})"
-    return " ".join(["python", *record.converter_argv(root, [split] if split else None)])
+    argv = record.converter_argv(root, [split] if split else None)
+    return " ".join(["python", *argv, *(["--out", str(ffcv_dir(root, cache_dir))] if cache_dir else [])])
 
 
 @contextlib.contextmanager

@@ -1,4 +1,9 @@
-"""Wall-time estimate of every experiment target on this machine, calibrated by one measured rate.
+"""Wall-time estimate of experiment runs from their FLOPs: the project's one estimator. Two users:
+
+* `make gpu-check` calibrates the rate by one measured epoch on this machine (estimate_targets);
+* the experiment targets' plan summary (`make -n TARGET`, repro/experiments/plan.py) and `make
+  help` use the reference rate below, a named GPU at an assumed utilisation (reference_rate):
+  estimated GPU-hours, not measurements.
 
 The measured quantity is the seconds per CIFAR-10 FroSSL pretraining epoch (50,000 images, two
 32 px views, ResNet18 with the CIFAR stem) on this machine. It gives an effective rate in FLOP/s,
@@ -36,6 +41,12 @@ TABLE2_ROWS = 12            # 10 baselines, FroSSL, FroSSL (no logs)
 TABLE3_ROWS = 11            # expected_results/table3.yaml's rows
 CIFAR10_EPOCH_IMAGES = PRETRAIN_IMAGES["cifar10"]
 
+# The reference GPU of the plan summary and `make help` (docs/experiments.md, "Estimated GPU-hours"):
+# an H100 SXM's dense bf16 peak, 989 TFLOP/s (docs/sources.md section 6), at an assumed 35% of it.
+REFERENCE_GPU = "H100 SXM"
+REFERENCE_PEAK_FLOPS = 989e12      # FLOP/s
+REFERENCE_UTILISATION = 0.35       # assumed model-FLOP utilisation, not measured here
+
 
 @dataclass(frozen=True)
 class Run:
@@ -67,6 +78,18 @@ def flops_per_second(seconds_per_cifar10_epoch: float) -> float:
     return EPOCH_FLOPS["cifar10"] / seconds_per_cifar10_epoch
 
 
+def reference_rate() -> float:
+    """FLOP/s of the reference GPU at the assumed utilisation (≈ 346 TFLOP/s)."""
+    return REFERENCE_PEAK_FLOPS * REFERENCE_UTILISATION
+
+
+def reference_note() -> str:
+    """How the plan's GPU-hours are made, in one line."""
+    return (f"estimated on one {REFERENCE_GPU} at {REFERENCE_UTILISATION:.0%} of its "
+            f"{REFERENCE_PEAK_FLOPS / 1e12:.0f} TFLOP/s dense bf16 peak from FLOP counts (an estimate, not a "
+            f"measurement; repro/gpu_check/estimate.py)")
+
+
 def run_seconds(run: Run, rate: float) -> dict:
     """Seconds of one kind of run (all `count` of them): pretraining and probe separately."""
     pretrain = run.count * run.epochs * EPOCH_FLOPS[run.dataset] / rate
@@ -77,17 +100,19 @@ def run_seconds(run: Run, rate: float) -> dict:
     return {"pretrain_s": pretrain, "probe_s": probe}
 
 
+def runs_seconds(runs: list[Run], rate: float) -> dict:
+    """{"pretrain_s", "probe_s", "seconds", "hours", "runs"} of a list of runs at `rate` FLOP/s."""
+    parts = [run_seconds(run, rate) for run in runs]
+    pretrain = sum(p["pretrain_s"] for p in parts)
+    probe = sum(p["probe_s"] for p in parts)
+    return {"pretrain_s": pretrain, "probe_s": probe, "seconds": pretrain + probe, "hours": (pretrain + probe) / 3600,
+            "runs": [f"{r.count} x {r.dataset} {r.epochs} ep{' + probe' if r.probe else ''}" for r in runs]}
+
+
 def estimate_targets(seconds_per_cifar10_epoch: float) -> dict[str, dict]:
     """{target: {"seconds", "hours", "pretrain_s", "probe_s", "runs"}} on one GPU of this machine."""
     rate = flops_per_second(seconds_per_cifar10_epoch)
-    out = {}
-    for target, runs in TARGET_RUNS.items():
-        parts = [run_seconds(run, rate) for run in runs]
-        pretrain = sum(p["pretrain_s"] for p in parts)
-        probe = sum(p["probe_s"] for p in parts)
-        out[target] = {"pretrain_s": pretrain, "probe_s": probe, "seconds": pretrain + probe,
-                       "hours": (pretrain + probe) / 3600,
-                       "runs": [f"{r.count} x {r.dataset} {r.epochs} ep{' + probe' if r.probe else ''}" for r in runs]}
+    out = {target: runs_seconds(runs, rate) for target, runs in TARGET_RUNS.items()}
     total = {k: sum(out[t][k] for t in ALL_PARTS) for k in ("pretrain_s", "probe_s", "seconds")}
     out["all"] = {**total, "hours": total["seconds"] / 3600, "runs": [f"{t}" for t in ALL_PARTS]}
     return out
