@@ -92,21 +92,26 @@ IMAGENET_DIR ?=
 CIFAR10 ?=
 PREPARE_DATA ?= auto
 SPECTRA_EVERY ?= 10
+VARIANT ?= paper
 RESULTS ?= $(OUT)/results
 DRY_RUN = $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run)
 EXPERIMENTS = $(PYTHON) -m repro.experiments
+# the entry that also takes --profile claims|claims-quick and --variant (repro/experiments/claims.py)
+EXPERIMENTS_EXT = $(PYTHON) -m repro.experiments.claims
+# claims: SEEDS only when set on the command line (else the profile's: 0 1 2, or 0 for claims-quick)
+CLAIMS_SEEDS = $(if $(filter command line environment override,$(origin SEEDS)),$(SEEDS))
 EXPERIMENT_FLAGS = $(DRY_RUN) --gpus "$(GPUS)" --out "$(OUT)" --data-dir "$(DATA_DIR)" \
   --imagenet-dir "$(IMAGENET_DIR)" --cifar10 "$(CIFAR10)" --methods "$(METHODS)" --datasets "$(DATASETS)" \
   --seeds "$(SEEDS)" --epochs "$(EPOCHS)" --profile "$(PROFILE)" --probe "$(PROBE)" \
   --overrides "$(OVERRIDES)" --prepare-data "$(PREPARE_DATA)" --spectra-every "$(SPECTRA_EVERY)" \
   --nnodes "$(NNODES)" --node-rank "$(NODE_RANK)" --master-addr "$(MASTER_ADDR)" --master-port "$(MASTER_PORT)"
 
-.PHONY: table2 table3 figure2 figure3 figure4 ablation all check report
+.PHONY: table2 table3 figure2 figure3 figure4 ablation claims all check report
 figure2: setup ## Figure 2: eq. 8 vs Barlow variant, linear maps on 1024 CIFAR-10 images (CPU, ~1 min); then its check
 	+$(EXPERIMENTS) figure2 $(EXPERIMENT_FLAGS)
 
-table2: setup ## Table 2: linear probe, 12 rows x CIFAR-10/100 (1000 ep.), STL-10 (500 ep.) [METHODS= DATASETS= SEEDS= GPUS=]
-	+$(EXPERIMENTS) table2 $(EXPERIMENT_FLAGS)
+table2: setup ## Table 2: linear probe, 12 rows x CIFAR-10/100 (1000 ep.), STL-10 (500 ep.) [METHODS= DATASETS= SEEDS= GPUS= VARIANT=authors]
+	+$(if $(filter-out paper,$(VARIANT)),$(EXPERIMENTS_EXT) table2 $(EXPERIMENT_FLAGS) --variant "$(VARIANT)",$(EXPERIMENTS) table2 $(EXPERIMENT_FLAGS))
 
 table3: setup ## Table 3: STL-10 online top-1 at epochs 3-100 (the STL-10 runs of Table 2, stopped after epoch 100)
 	+$(EXPERIMENTS) table3 $(EXPERIMENT_FLAGS)
@@ -119,6 +124,9 @@ figure3: setup ## Figure 3: 5 STL-10 epochs, top-14 covariance eigenvalues of Fr
 
 figure4: setup ## Figure 4: ImageNet FroSSL vs Barlow Twins, 100 epochs (GPUS=4 splits the batch of 224; IMAGENET_DIR=)
 	+$(EXPERIMENTS) figure4 $(EXPERIMENT_FLAGS)
+
+claims: setup ## CPU claims profile on real CIFAR-10 (Table 3 / Figure 3 / ablation claims, 3 seeds, ~1 h on 2 cores) [PROFILE=claims-quick CIFAR10=archive]
+	+$(EXPERIMENTS_EXT) claims $(EXPERIMENT_FLAGS) --profile "$(if $(filter paper,$(PROFILE)),claims,$(PROFILE))" --seeds "$(CLAIMS_SEEDS)"
 
 all: setup ## every experiment above, then the full check and the report
 	+$(EXPERIMENTS) all $(EXPERIMENT_FLAGS)

@@ -32,6 +32,14 @@ Result files (written by `python -m repro.experiments`, or by hand) are JSON:
 Values are in the paper's units (percent for accuracies); "inf" is allowed (e.g. never saturated).
 A PROFILE=short result is compared with expected_results/short/<experiment>.yaml, which holds only
 values measured by this project's own commands; while that file is absent its cells are MISSING.
+The claims profiles (PROFILE=claims / claims-quick, docs/claims.md) work the same way with
+expected_results/<profile>/<experiment>.yaml, and their claims are judged by the margin rule:
+  PASS            the claim holds on the seed means by more than the margin
+  FAIL            the opposite holds on the means by more than the margin
+  NOT-DECIDED     neither: the difference is within the spread ("not decided (spread too large)")
+where margin = max(std_a + std_b, floor): the two seed standard deviations added (0 with one
+seed) and the claim's `floor` in the metric's units. A claim of several comparisons is PASS when
+all are, FAIL when any is, else NOT-DECIDED; NOT-DECIDED never counts as a pass or a failure.
 """
 from __future__ import annotations
 
@@ -45,12 +53,12 @@ from pathlib import Path
 from repro.atomic import atomic_write_text
 from repro.cli import UserError, run_cli
 # the readers live in repro/expected.py; re-exported here for callers of repro.check
-from repro.expected import (EXPECTED_DIR, ROOT, as_number, load_expected, load_results,  # noqa: F401
-                            load_short_reference)
+from repro.expected import (EXPECTED_DIR, ROOT, as_number, load_expected, load_measured_reference,  # noqa: F401
+                            load_results, load_short_reference)
 from repro.references import ORDER, cell_source, second_reference
 
 OWN_RUN = "own_run"   # the source key of a value the paper measured itself (no parenthesis in the verdict)
-STATUSES = ("PASS", "FAIL", "MISSING", "NOT-COMPARABLE", "NO-REFERENCE")
+STATUSES = ("PASS", "FAIL", "MISSING", "NOT-COMPARABLE", "NO-REFERENCE", "NOT-DECIDED")
 
 
 @dataclass
@@ -162,6 +170,43 @@ def check_claim(experiment: str, claim: dict, cells: dict[str, dict], rows: list
                f"{claim['statement']}: {detail}")
 
 
+def margin_verdict(a: dict, b: dict, direction: str, floor: float) -> tuple[str, str]:
+    """One comparison of the margin rule (module docstring): a's mean above b's (direction
+    "higher") or below it ("lower") by more than max(std_a + std_b, floor)."""
+    va, vb = as_number(a["value"]), as_number(b["value"])
+    spread = (a.get("std") or 0.0) + (b.get("std") or 0.0)
+    margin = max(spread, floor)
+    diff = va - vb if direction == "higher" else vb - va
+    status = "PASS" if diff > margin else "FAIL" if diff < -margin else "NOT-DECIDED"
+    n = min(a.get("n", 1), b.get("n", 1))
+    return status, (f"{va:.4g} vs {vb:.4g} ({'+' if diff >= 0 else ''}{diff:.3g} in the claimed direction; "
+                    f"margin {margin:.3g} = max(std sum {spread:.3g}, floor {floor:g}), n={n})")
+
+
+def check_margin_claim(experiment: str, claim: dict, cells: dict[str, dict]) -> Row:
+    """A claim of the claims profile: each comparison by margin_verdict, then PASS / FAIL / NOT-DECIDED."""
+    tests = claim["margin"]
+    needed = [c for t in tests for c in t.get("higher") or t.get("lower")]
+    missing = [c for c in needed if cells.get(c, {}).get("value") is None]
+    if missing:
+        return Row(experiment, claim["id"], "claim", None, None, "claim", "MISSING",
+                   f"{claim['statement']} (needs {', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''})")
+    verdicts = []
+    for test in tests:
+        direction = "higher" if "higher" in test else "lower"
+        a, b = test[direction]
+        status, text = margin_verdict(cells[a], cells[b], direction, float(test.get("floor", 0.0)))
+        verdicts.append((status, f"{a} {direction} than {b}: {status} {text}"))
+    statuses = [v for v, _ in verdicts]
+    status = "PASS" if all(v == "PASS" for v in statuses) else "FAIL" if "FAIL" in statuses else "NOT-DECIDED"
+    measured = {"PASS": "holds", "FAIL": "does not hold", "NOT-DECIDED": "not decided (spread too large)"}[status]
+    detail = "; ".join(text for _, text in verdicts)
+    if not all(cells[c].get("comparable", False) for c in needed):
+        return Row(experiment, claim["id"], "claim", measured, None, "claim", "NOT-COMPARABLE",
+                   f"{claim['statement']}: {detail}")
+    return Row(experiment, claim["id"], "claim", measured, None, "claim", status, f"{claim['statement']}: {detail}")
+
+
 def _spec_rows(spec: dict) -> list[str]:
     if spec.get("rows"):
         return list(spec["rows"])
@@ -175,6 +220,9 @@ def check_experiment(spec: dict, result: dict | None, *, rows: set[str] | None =
     variant = (result or {}).get("variant", "")
     label = experiment + (f"[{profile}]" if profile != "paper" else "") + (f"[{variant}]" if variant else "")
     measured_cells = (result or {}).get("cells", {})
+    if rows is not None and (result or {}).get("row_variants"):
+        # VARIANT=authors: cells keep the paper's row (frossl), METHODS may name either
+        rows = set(rows) | {paper for paper, variant in result["row_variants"].items() if variant in rows}
     default_tolerance = (spec.get("tolerance") or {}).get("default")
     out = []
     if profile == "paper":
@@ -194,6 +242,8 @@ def check_experiment(spec: dict, result: dict | None, *, rows: set[str] | None =
                 out.append(check_cell(label, cell, None, None, measured_cells[cell], "not in the paper's text"))
         spec_rows = _spec_rows(spec)
         for claim in spec["claims"]:
+            if "margin" in claim:
+                continue  # a claims-profile claim: judged only on that profile's results (below)
             if rows is not None and not set(claim.get("rows", spec_rows)) <= rows:
                 continue
             row = check_claim(label, claim, measured_cells, spec_rows)
@@ -202,8 +252,10 @@ def check_experiment(spec: dict, result: dict | None, *, rows: set[str] | None =
             out.append(row)
         return out
     # a reduced-budget profile: compare with values this project measured and recorded
-    reference = load_short_reference(experiment, expected_dir) if profile == "short" else None
+    reference = load_measured_reference(experiment, profile, expected_dir)
     recorded = (reference or {}).get("cells", {})
+    record_command = (spec.get("record_command") or "python -m repro.experiments record {experiment} "
+                      "--profile {profile}").format(experiment=experiment, profile=profile)
     columns = set(((spec.get("profiles") or {}).get(profile) or {}).get("columns", []))
     cells = [c for c in spec["cells"] if c.split("/")[0] in columns]
     for cell in list(dict.fromkeys(cells + sorted(set(measured_cells) | set(recorded)))):
@@ -214,13 +266,17 @@ def check_experiment(spec: dict, result: dict | None, *, rows: set[str] | None =
             value = None if measured is None else measured.get("value")
             out.append(Row(label, cell, None, as_number(value) if value is not None else None, None, None,
                            "MISSING", f"no recorded {profile}-profile reference (expected_results/{profile}/"
-                                      f"{experiment}.yaml): measure it, then `python -m repro.experiments "
-                                      f"record {experiment} --profile {profile}`"))
+                                      f"{experiment}.yaml): measure it, then `{record_command}`"))
             continue
         ref = recorded[cell]
         note = f"reference measured {ref.get('date', '?')} on {ref.get('hardware', '?')}"
         out.append(check_cell(label, cell, ref["value"], ref.get("tolerance", default_tolerance),
                               measured_cells.get(cell), note))
+    # the profile's claims, judged separately from the recorded references (the margin rule)
+    for claim in spec["claims"]:
+        if profile in claim.get("profiles", ()) and "margin" in claim:
+            if rows is None or set(claim.get("rows", [])) <= rows:
+                out.append(check_margin_claim(label, claim, measured_cells))
     return out
 
 

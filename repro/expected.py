@@ -104,15 +104,21 @@ def load_expected(expected_dir: Path = EXPECTED_DIR) -> dict[str, dict]:
 
 
 def load_short_reference(experiment: str, expected_dir: Path = EXPECTED_DIR) -> dict | None:
-    path = Path(expected_dir) / "short" / f"{experiment}.yaml"
+    return load_measured_reference(experiment, "short", expected_dir)
+
+
+def load_measured_reference(experiment: str, profile: str, expected_dir: Path = EXPECTED_DIR) -> dict | None:
+    """expected_results/<profile>/<experiment>.yaml: the values this project measured under a
+    reduced profile (short, claims, claims-quick) and recorded with its own command; None if absent."""
+    path = Path(expected_dir) / profile / f"{experiment}.yaml"
     if not path.exists():
         return None
     reference = _read_expected_yaml(path)
-    fix = (f"delete {path} and record it again with `python -m repro.experiments record {experiment} "
-           f"--profile short`")
+    fix = (f"delete {path} and record it again with its profile's record command (docs/experiments.md, "
+           f"docs/claims.md)")
     cells = reference.get("cells") if isinstance(reference, dict) else None
     if not isinstance(cells, dict):
-        raise UserError(f"{path}: not a short-profile reference (no 'cells' mapping): {fix}")
+        raise UserError(f"{path}: not a measured-reference file (no 'cells' mapping): {fix}")
     for cell, entry in cells.items():
         if not isinstance(entry, dict) or not _is_number(entry.get("value")):
             raise UserError(f"{path}: cell '{cell}' has no numeric 'value': {fix}")

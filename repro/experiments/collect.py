@@ -72,11 +72,13 @@ def runs_on_disk(exp: Experiment, opts: Options, row: str, dataset: str,
 def collect_probe_top1(exp: Experiment, opts: Options) -> dict:
     """Table 2: linear-probe top-1 x 100 of each finished run, dataset/row; the paper's "Average"
     column when a row has every dataset. A cached-probe result counts, as NOT-COMPARABLE."""
+    from repro.experiments.table import paper_row, rows_for
     per_cell: dict[str, list] = {}
     missing: dict[str, str] = {}
     methods = registered_methods()
+    rows = rows_for(exp, opts.config_variant)   # VARIANT=authors: frossl_authors's runs fill frossl's cells
     for dataset in exp.datasets:
-        for row in exp.rows:
+        for row in rows:
             for spec in runs_on_disk(exp, opts, row, dataset, missing, methods):
                 if not finished(spec, opts):
                     continue
@@ -91,8 +93,8 @@ def collect_probe_top1(exp: Experiment, opts: Options) -> dict:
                 ok, reason = comparable(spec, opts)
                 if probe != "full":
                     ok, reason = False, "; ".join(x for x in (reason, "cached probe, not the paper's") if x)
-                per_cell.setdefault(f"{dataset}/{row}", []).append((100 * result["linear_top1"], ok, reason,
-                                                                    str(run_dir)))
+                per_cell.setdefault(f"{dataset}/{paper_row(row)}", []).append(
+                    (100 * result["linear_top1"], ok, reason, str(run_dir)))
     cells = {cell: aggregate(values) for cell, values in per_cell.items()}
     for row in exp.rows:
         parts = [cells.get(f"{d}/{row}") for d in exp.datasets]
@@ -100,7 +102,8 @@ def collect_probe_top1(exp: Experiment, opts: Options) -> dict:
             average = combined(parts, sum(p["value"] for p in parts) / len(parts))
             average["reason"] = "; ".join(sorted({p["reason"] for p in parts if p["reason"]}))
             cells[f"average/{row}"] = average
-    return {"cells": cells, "missing_rows": missing}
+    variant_rows = {paper_row(r): r for r in rows if paper_row(r) != r}
+    return {"cells": cells, "missing_rows": missing, **({"row_variants": variant_rows} if variant_rows else {})}
 
 
 def collect_online_top1(exp: Experiment, opts: Options, *, epochs: tuple[int, ...]) -> dict:
@@ -200,3 +203,58 @@ def collect_linear_regime(exp: Experiment, opts: Options) -> dict:
                                                   "comparable": ok, "reason": reason, "n": 1, "std": None,
                                                   "runs": [str(path)]}
     return {"cells": cells, "missing_rows": {}, "verdict": result["verdict"], "seconds": result["seconds"]}
+
+
+def collect_claims(exp: Experiment, opts: Options) -> dict:
+    """The claims profile (docs/claims.md), x 100 for accuracies: online top-1 at each validated epoch
+    (online_top1_epoch<E>/row), cached-probe and k-NN top-1 of the finished runs (probe_top1/row,
+    knn_top1/row), the same two for the encoders at initialisation (row `random_init`, from the
+    first row's runs), and the spectra's entropy after epoch 1 and at the end, condition number and
+    saturation step (entropy_epoch1/row, ...). A run on disk that did not finish (its loss went
+    non-finite: the trainer stops with "loss became non-finite", or it was interrupted) is listed under
+    `unfinished`, never dropped silently; its online accuracies before the stop are kept."""
+    from repro.experiments.table import CLAIMS_RANDOM_INIT_ROW
+    from repro.spectra import read_spectra, spectral_entropy, summarize
+    per_cell: dict[str, list] = {}
+    missing: dict[str, str] = {}
+    unfinished: dict[str, list[str]] = {}
+    methods = registered_methods()
+
+    def add(cell: str, value: float, ok: bool, why: str, run: str) -> None:
+        per_cell.setdefault(cell, []).append((value, ok, why, run))
+
+    for dataset in exp.datasets:
+        for row in exp.rows:
+            for spec in runs_on_disk(exp, opts, row, dataset, missing, methods):
+                run_dir = spec.run_dir(opts)
+                ok, why = comparable(spec, opts)
+                for epoch, record in sorted(online_by_epoch(run_dir).items()):
+                    add(f"online_top1_epoch{epoch}/{row}", 100 * record["online_top1"], ok, why, str(run_dir))
+                if not finished(spec, opts):
+                    unfinished.setdefault(row, []).append(run_dir.name)
+                    continue
+                epochs = planned_epochs(spec, opts)
+                evals = [("", row)] + ([("_random_init", "random_init")] if row == CLAIMS_RANDOM_INIT_ROW else [])
+                for tail, label in evals:
+                    path = run_dir / f"eval_cached{tail}.json"
+                    result = json.loads(path.read_text()) if path.exists() else {}
+                    if result.get("checkpoint_epoch") == (0 if tail else epochs):
+                        add(f"probe_top1/{label}", 100 * result["linear_top1"], ok, why, str(run_dir))
+                        add(f"knn_top1/{label}", 100 * result["knn_top1"], ok, why, str(run_dir))
+                records = read_spectra(run_dir)
+                summary = summarize(records)
+                if summary is None:
+                    continue
+                # records carry a fractional epoch (step / steps per epoch): the last one at or before epoch 1
+                first_epoch = [r for r in records if r.get("epoch") is not None and r["epoch"] <= 1.0
+                               and len(r["eigenvalues"]) >= summary["k"]]
+                if first_epoch:
+                    add(f"entropy_epoch1/{row}", spectral_entropy(first_epoch[-1]["eigenvalues"], summary["k"]),
+                        ok, why, str(run_dir))
+                add(f"entropy/{row}", summary["entropy"], ok, why, str(run_dir))
+                add(f"condition_number/{row}", summary["condition_number"], ok, why, str(run_dir))
+                saturation = summary["saturation_step"]
+                add(f"saturation_step/{row}", math.inf if saturation is None else float(saturation), ok, why,
+                    str(run_dir))
+    cells = {cell: aggregate(values) for cell, values in per_cell.items()}
+    return {"cells": cells, "missing_rows": missing, "unfinished": unfinished, "seeds": list(opts.seeds)}

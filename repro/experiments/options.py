@@ -9,6 +9,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "repro" / "configs"
 EXPECTED_DIR = ROOT / "expected_results"
+# PROFILE values: the paper's budgets, the reduced `short` one, and the CPU claims profile (repro/experiments/claims.py)
+PROFILES = ("paper", "short", "claims", "claims-quick")
+# VARIANT values: `authors` trains repro/configs/<dataset>/<row>_authors.yaml instead of <row>.yaml
+# for the rows that have one (repro/experiments/table.py AUTHORS_ROWS)
+CONFIG_VARIANTS = ("paper", "authors")
 
 
 def words(text: str | None) -> list[str]:
@@ -39,6 +44,7 @@ class Options:
     master_addr: str = ""           # address of the node_rank 0 machine, reachable from every node
     master_port: int = 29500
     cache_dir: str = ""             # derived files (FFCV); "": <out>/cache (CACHE_DIR; data folders may be read-only)
+    config_variant: str = "paper"   # paper | authors (VARIANT): which config of the rows that have both
 
     @property
     def world_size(self) -> int:
@@ -56,6 +62,8 @@ class Options:
             parts.append(f"EPOCHS={self.epochs}")
         if self.overrides:  # the list itself is in the result file ("overrides")
             parts.append(f"OVERRIDES#{self.overrides_hash}")
+        if self.config_variant != "paper":
+            parts.append(f"VARIANT={self.config_variant}")
         return ", ".join(parts)
 
     @property
@@ -73,8 +81,12 @@ class Options:
         return suffix
 
     def result_stem(self, experiment: str) -> str:
-        return experiment + ("-short" if self.profile == "short" else "") + \
-            (self.suffix.replace("-short", "") if self.variant else "")
+        # the run-folder suffix never carries VARIANT (its rows have their own names): the stem does
+        # a profile named after the experiment is its own (claims -> claims.json, claims-quick -> claims-quick.json)
+        profile = "" if self.profile in ("paper", experiment) else "-" + self.profile.removeprefix(experiment + "-")
+        return experiment + profile + \
+            (self.suffix.replace("-short", "") if self.variant else "") + \
+            (f"-{self.config_variant}" if self.config_variant != "paper" else "")
 
     @property
     def cache(self) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Mapping
 
-from repro.experiments.collect import (collect_linear_regime, collect_online_curves_and_probe,
+from repro.experiments.collect import (collect_claims, collect_linear_regime, collect_online_curves_and_probe,
                                        collect_online_top1, collect_probe_top1, collect_spectra)
 from repro.experiments.commands import figure2_command
 from repro.report.plots import plot_figure3, plot_figure4
@@ -108,9 +108,52 @@ FIGURE4 = Experiment(
     runs=Runs(overrides=("eval.online_eval_every=1",), profile_epochs_from=("figure4",)),
     collect=partial(collect_online_curves_and_probe, window=FIGURE4_WINDOW),
     plot=partial(plot_figure4, window=FIGURE4_WINDOW))
+# The CPU claims profile (docs/claims.md): small versions of Table 3's, Figure 3's and the ablation's
+# comparisons on real CIFAR-10, read as an image folder at 32 px (the JPEG archive unpacked, or
+# torchvision's files written out as PNG: repro/experiments/claims.py). ONE schedule for every
+# method, so that the comparison is between objectives, not recipes: a width-16 ResNet18 (CIFAR
+# stem), 4,000 training images, batch 256 (15 steps per epoch), LARS at lr 0.3 per 256 images
+# (solo-learn's CIFAR value for FroSSL, Barlow Twins and VICReg), a linear warmup over 3 of the 6
+# epochs (issue #15: VICReg went non-finite at step 20 with a 1-epoch warmup and stayed finite with
+# a long one), online validation every 2 epochs, the spectra every 5 steps, the cached probe.
+CLAIMS_PROTOCOL = ("data.dataset=imagefolder", "data.image_size=32", "data.download=false", "data.subset=4000",
+                   "data.batch_size=256", "model.width=16", "optim.name=lars", "optim.lr=0.3",
+                   "optim.epochs=6", "optim.warmup_epochs=3", "eval.online_eval_every=2", "eval.probe=cached",
+                   "train.spectra_every=5")
+CLAIMS_ROWS = ("frossl", "barlow_twins", "vicreg", "simclr", "frossl_nologs")
+CLAIMS_RANDOM_INIT_ROW = "frossl"   # its runs' encoders at initialisation give the random-init baseline row
+CLAIMS = Experiment(
+    "claims", "CPU profile on real CIFAR-10: Table 3's early-learning, Figure 3's and the ablation's claims, 3 seeds",
+    rows=CLAIMS_ROWS, datasets=("cifar10",), takes_datasets=False,
+    runs=Runs(prefix="claims-", overrides=CLAIMS_PROTOCOL), profiles=("claims", "claims-quick"),
+    collect=collect_claims, check_own_rows=True)
+
+# VARIANT=authors: these rows train repro/configs/<dataset>/<row>_authors.yaml (the authors' code's
+# settings, README "Deviations and choices") and are compared with the paper's <row> cells
+AUTHORS_ROWS = {"frossl": "frossl_authors"}
+
+
+def rows_for(exp: Experiment, variant: str) -> tuple[str, ...]:
+    """The record's rows under VARIANT: with `authors`, each row of AUTHORS_ROWS that has an authors'
+    config for one of the record's datasets is replaced by it (Table 2 only: a record sharing runs
+    with other records keeps its rows, so they are never trained twice under two names)."""
+    if variant == "paper" or exp.name not in VARIANT_RECORDS:
+        return exp.rows
+    from repro.experiments.options import CONFIG_DIR
+    return tuple(AUTHORS_ROWS[r] if r in AUTHORS_ROWS and any((CONFIG_DIR / d / f"{AUTHORS_ROWS[r]}.yaml").exists()
+                                                             for d in exp.datasets) else r for r in exp.rows)
+
+
+def paper_row(row: str) -> str:
+    """The paper's row a variant row is compared with (frossl_authors -> frossl)."""
+    return next((paper for paper, variant in AUTHORS_ROWS.items() if variant == row), row)
+
+
 ALL = Experiment("all", "all of the above, then the full check and the report",
                  parts=(FIGURE2, TABLE2, TABLE3, FIGURE3, FIGURE4))
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (FIGURE2, TABLE2, TABLE3, ABLATION, FIGURE3, FIGURE4, ALL)}
+EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (FIGURE2, TABLE2, TABLE3, ABLATION, FIGURE3, FIGURE4, CLAIMS,
+                                                            ALL)}
+VARIANT_RECORDS = ("table2",)   # the records VARIANT applies to
 # what `collect NAME` and `record NAME` accept: the experiments that write their own result file
 COLLECTABLE: dict[str, Experiment] = {e.name: e for e in EXPERIMENTS.values() if e.collect is not None}
