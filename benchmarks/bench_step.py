@@ -42,7 +42,7 @@ from repro.data.augment import TwoViews
 from repro.device import DeviceSetup
 from repro.methods import build_method
 from repro.optim import build_optimizer, scale_lr
-from repro.train import Pretrainer
+from repro.train_parts import Pretrainer, compile_forward
 
 ROOT = Path(__file__).resolve().parents[1]
 # dense bf16 peak TFLOP/s by GPU name fragment (docs/sources.md section 6)
@@ -152,7 +152,7 @@ def main(argv: list[str]) -> int:
 
     # (a) the project's step
     model, optimizer = build(project)
-    forward = torch.compile(model) if args.compile else model
+    forward = compile_forward(model, args.compile)   # the trainer's: a compile failure is a one-line error
     with accept_rebuilt_cifar():
         loader = build_loader(cfg.data, split="train", views="two", shuffle=True, drop_last=True, seed=0,
                               device=project.device)
