@@ -13,9 +13,57 @@ PYTEST_ARGS ?=
 
 .PHONY: help setup demo test test-slow train evaluate
 
-help: ## list the targets
-	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort -u | \
-	  awk 'BEGIN {FS = ":.*## "}; {printf "  make %-12s %s\n", $$1, $$2}'
+# ---- make help: the targets grouped by task, each paper target with its estimated cost, the main
+# variables with their values. A target with a `##` comment that no group names is listed under "Other".
+# HELP_COST_<target>: GPU-hours of the target's whole plan at the default variables, from the one
+# estimator (repro/experiments/plan.py summarize, at repro/gpu_check/estimate.py's reference GPU);
+# tests/test_make_help.py fails when one differs from it. `make -n TARGET` prints the same for any variables.
+HELP_PAPER := figure2 table2 table3 ablation figure3 figure4 claims all
+HELP_EVERYDAY := demo test test-slow train evaluate check report
+HELP_DATA := data bench bench-data
+HELP_SETUP := setup gpu-check fresh-machine-test faults
+HELP_COST_figure2 := CPU, no training run
+HELP_COST_table2 := est. 10.5 GPU-h, 36 runs
+HELP_COST_table3 := est. 0.38 GPU-h, 11 runs
+HELP_COST_ablation := est. 1.7 GPU-h, 6 runs
+HELP_COST_figure3 := est. 0.0069 GPU-h, 4 runs
+HELP_COST_figure4 := est. 5.2 GPU-h, 2 runs
+HELP_COST_all := est. 15.7 GPU-h, 42 runs
+HELP_VARIABLES := GPUS NNODES DATA_DIR IMAGENET_DIR CACHE_DIR OUT METHODS DATASETS SEEDS EPOCHS PROFILE PROBE \
+  OVERRIDES PREPARE_DATA CONFIG ARGS RUN
+HELP_VAR_GPUS := processes (GPUs) per run on this machine; > 1 runs torchrun
+HELP_VAR_NNODES := machines per run (with NODE_RANK, MASTER_ADDR, MASTER_PORT; docs/experiments.md)
+HELP_VAR_DATA_DIR := datasets (may be read-only); missing CIFAR/STL-10 are downloaded into it
+HELP_VAR_IMAGENET_DIR := ImageNet image folder for figure4 (empty: DATA_DIR/imagenet; may be read-only)
+HELP_VAR_CACHE_DIR := derived files (FFCV) are written and reused here, never in DATA_DIR
+HELP_VAR_OUT := run folders; results in OUT/results
+HELP_VAR_METHODS := rows to run, e.g. "frossl vicreg" (empty: all rows of the target)
+HELP_VAR_DATASETS := e.g. cifar10 (empty: all datasets of the target)
+HELP_VAR_SEEDS := e.g. "0 1 2"
+HELP_VAR_EPOCHS := override the epochs of every run (empty: as in the paper; else NOT-COMPARABLE)
+HELP_VAR_PROFILE := paper | short (reduced budgets)
+HELP_VAR_PROBE := empty (as the config: full) | cached (fast, NOT-COMPARABLE)
+HELP_VAR_OVERRIDES := extra key=value config overrides for every run (NOT-COMPARABLE)
+HELP_VAR_PREPARE_DATA := auto (download, write FFCV files) | none
+HELP_VAR_CONFIG := make train: the config file
+HELP_VAR_ARGS := make demo/train/evaluate: extra arguments
+HELP_VAR_RUN := make evaluate: the run folder
+HELP_TARGETS = $(shell sed -nE 's/^([a-zA-Z0-9_-]+):.*\#\# .*/\1/p' $(MAKEFILE_LIST))
+help_line = sed -nE 's/^$(1):.*\#\# (.*)/\1/p' $(MAKEFILE_LIST) | head -n1 | \
+  awk -v t='$(1)' -v c='$(HELP_COST_$(1))' '{printf "  make %-19s %s%s\n", t, $$0, (c == "" ? "" : "  [" c "]")}';
+# descriptions and costs must not contain a single quote (they are quoted for the shell)
+help_group = $(if $(strip $(2)),printf '\n%s\n' '$(1)'; $(foreach t,$(2),$(call help_line,$(t))),:)
+
+help: ## this list: the targets by task, the paper's with their estimated cost, and the main variables
+	@printf '%s\n' 'FroSSL reproducibility artifact: make TARGET [VARIABLE=value ...]' \
+	  '`make -n TARGET` prints the plan without running it: runs, probes, GPU-hours, downloads, disk.'
+	@$(call help_group,Reproduce the paper (GPU-h: estimated on one H100 SXM at 35% of its dense bf16 peak from FLOP counts; not measured),$(HELP_PAPER))
+	@$(call help_group,Everyday,$(HELP_EVERYDAY))
+	@$(call help_group,Data and benchmarks,$(HELP_DATA))
+	@$(call help_group,Setup and checks,$(HELP_SETUP))
+	@$(call help_group,Other,$(filter-out $(HELP_PAPER) $(HELP_EVERYDAY) $(HELP_DATA) $(HELP_SETUP) help,$(HELP_TARGETS)))
+	@printf '\n%s\n' 'Main variables (current value; the default unless set):'
+	@$(foreach v,$(HELP_VARIABLES),printf '  %-13s %-16s %s\n' '$(v)' '$(or $($(v)),(empty))' '$(HELP_VAR_$(v))';)
 
 setup: ## install everything (python3.X-venv/-dev and ffcv's apt libraries, .venv from the hash-locked requirements*.lock, ffcv from source)
 	@$(SETUP)
@@ -51,11 +99,13 @@ bench: setup ## training-step benchmark: project step vs plain baseline, views/s
 	$(PYTHON) -m benchmarks.bench_step $(BENCH_ARGS)
 
 DATA_DIR ?= data
+OUT ?= runs
+CACHE_DIR ?= $(OUT)/cache
 DATASET ?= cifar10
 DATA_ARGS ?=
 .PHONY: data bench-data
-data: setup ## FFCV .beton files: make data DATASET=cifar10|cifar100|stl10|imagefolder DATA_DIR=data [DATA_ARGS="--subset 1000"]
-	$(PYTHON) -m data_prep $(DATASET) --root $(DATA_DIR) $(DATA_ARGS)
+data: setup ## FFCV .beton files into CACHE_DIR/ffcv: make data DATASET=cifar10|cifar100|stl10|imagefolder DATA_DIR=data [DATA_ARGS="--subset 1000"]
+	$(PYTHON) -m data_prep $(DATASET) --root $(DATA_DIR) --out $(CACHE_DIR)/ffcv $(DATA_ARGS)
 
 BENCH_DATA_ARGS ?=
 bench-data: setup ## two-view batches/s: FFCV loader vs torchvision+PIL DataLoader, real CIFAR-10 (BENCH_DATA_ARGS="--batches 40")
@@ -81,6 +131,8 @@ MASTER_ADDR ?=
 MASTER_PORT ?= 29500
 DATA_DIR ?= data
 OUT ?= runs
+# derived files (FFCV) go here, so DATA_DIR and IMAGENET_DIR may be read-only mounts (docs/data.md)
+CACHE_DIR ?= $(OUT)/cache
 METHODS ?=
 DATASETS ?=
 SEEDS ?= 0
