@@ -291,7 +291,9 @@ def run_check(results_dir: Path, *, expected_dir: Path = EXPECTED_DIR, only: lis
                             f"{', '.join(n for n in ORDER if n in specs)}"
                             + "".join(f", {n}" for n in sorted(specs) if n not in ORDER))
     if profile is not None:
-        profiles = ["paper"] + sorted({p for spec in specs.values() for p in (spec.get("profiles") or {})})
+        # the paper's and the short profile first, then the claims profiles
+        profiles = ["paper"] + sorted({p for spec in specs.values() for p in (spec.get("profiles") or {})},
+                                      key=lambda p: (p != "short", p))
         if profile not in profiles:
             raise UserError(f"--profile {profile}: no such profile in {expected_dir}: choose "
                             f"{' or '.join(profiles)}")
