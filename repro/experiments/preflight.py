@@ -1,11 +1,21 @@
 """Checks before a target prepares, trains or writes anything; each failure is one UserError line
 (exit 2) naming the problem and the fix. Runs whose config or method is not written yet are
-MISSING, not errors."""
+MISSING, not errors. The checks of the machine (data present, folders writable, free disk, /dev/shm)
+read it through `PROBES`, which tests replace to simulate a full disk or a small /dev/shm."""
 from __future__ import annotations
+
+import importlib.util
+import os
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
 
 from repro.cli import UserError
 from repro.experiments.options import ROOT, Options
 from repro.experiments.plan import RunSpec, missing_reason, registered_methods
+from repro.formats.catalog import DATASETS
 
 
 def planned_config(spec: RunSpec, opts: Options):
@@ -59,13 +69,214 @@ def check_devices(configs: list, opts: Options) -> None:
         print(f"# {why}: GPUS={opts.gpus} runs {opts.gpus} CPU processes per run (gloo), not GPUs", flush=True)
 
 
-def preflight(specs: list[RunSpec], opts: Options) -> None:
+def preflight(specs: list[RunSpec], opts: Options) -> list[RunSpec]:
     """Before anything is prepared, trained or written: every planned run's config loads with its
-    overrides, its global batch divides by the number of processes, and (not in --dry-run) GPUS
-    fits the visible CUDA devices. `specs`: the whole target's distinct runs (plan.plan_runs)."""
+    overrides, its global batch divides by the number of processes; not in --dry-run: its data is
+    there or will be downloaded, OUT (and the cache folder, the data folder for a download) is
+    writable, the disk holds what the target writes, /dev/shm holds the loaders' batches, GPUS fits
+    the visible CUDA devices. `specs`: the whole target's distinct runs (plan.plan_runs). Returns
+    the runs that will train (not MISSING)."""
     methods = registered_methods()
     planned = [s for s in specs if not missing_reason(s, methods)]
     configs = [planned_config(spec, opts) for spec in planned]
     check_batch_split(planned, opts)
     if not opts.dry_run and planned:
+        downloads = check_data(planned, configs, opts)
+        check_folders(opts, downloads)
         check_devices(configs, opts)
+        disk = check_disk(planned, configs, opts, downloads)
+        shm = check_shm(planned, configs, opts)
+        print(f"# preflight: {len(planned)} runs; data: " + ("; ".join(f"{d} will be downloaded into {r}"
+                                                              for d, (r, _) in downloads.items()) or "present")
+              + f"; disk: {disk}; /dev/shm: {shm}", flush=True)
+    return planned
+
+
+# ---- the machine: data, folders, disk, shared memory -------------------------------------------
+
+@dataclass
+class Probes:
+    free_bytes: Callable[[Path], int]        # free bytes of the file system holding an existing path
+    shm_bytes: Callable[[], int | None]      # available bytes in /dev/shm; None: no /dev/shm
+    writable: Callable[[Path], bool]         # an existing folder this process may create files in
+
+
+def _shm_bytes() -> int | None:
+    try:
+        stat = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    return stat.f_bavail * stat.f_frsize
+
+
+PROBES = Probes(free_bytes=lambda path: shutil.disk_usage(path).free, shm_bytes=_shm_bytes,
+                writable=lambda path: os.access(path, os.W_OK | os.X_OK))
+PREFETCH_BATCHES = 2   # batches in flight per loader worker: torch DataLoader's prefetch_factor default
+
+
+def existing(path: Path) -> Path:
+    """`path`, or its nearest ancestor that exists (what will hold it once created)."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def gb(size: float) -> str:
+    return f"{size / 1e9:.2f} GB"
+
+
+def check_data(planned: list[RunSpec], configs: list, opts: Options) -> dict[str, tuple[Path, int | None]]:
+    """Every run's dataset is in its data.root, or the data step will download it. Returns the
+    downloads: dataset -> (data folder, bytes it takes: the archive plus its unpacked copy, None
+    when the catalog states no archive size)."""
+    from repro.experiments.data_steps import ROOT_VARIABLE
+    downloads = {}
+    overridden = any(o.startswith("data.dataset=") for o in opts.overrides)  # the data step skips those
+    for spec, cfg in zip(planned, configs):
+        record, root = DATASETS[cfg.data.dataset], Path(cfg.data.root)
+        if record.source_folder is None:
+            continue   # bundled with a package (the digits)
+        needed = [record.source_folder] + ([cfg.data.eval_split] if not record.splits else [])  # image folders
+        absent = [folder for folder in needed if not (root / folder).is_dir()]
+        if not absent:
+            continue
+        variable = ROOT_VARIABLE.get(spec.dataset, "DATA_DIR")
+        if spec.dataset == "imagenet" or record.download_url is None:
+            raise UserError(f"no ImageNet image folder at {root}/{absent[0]} (run {spec.name}; {spec.experiment} reads "
+                            f"{root}/{record.source_folder}/<class>/<image> and {root}/{cfg.data.eval_split}/): put it there "
+                            f"(docs/data.md) or pass {variable}=<folder with train/ and val/>, or leave out the "
+                            f"ImageNet target (make table2 table3 figure3 instead of all); nothing was started"
+                            if spec.dataset == "imagenet" else
+                            f"no {spec.dataset} at {root}/{absent[0]} (run {spec.name}), and it cannot be downloaded: "
+                            f"put it there by hand (docs/data.md) or pass {variable}=...; nothing was started")
+        if opts.prepare_data != "auto" or overridden:
+            raise UserError(f"no {spec.dataset} at {root}/{record.source_folder} (run {spec.name}) and "
+                            f"PREPARE_DATA={opts.prepare_data}{' with data.dataset overridden' if overridden else ''} "
+                            f"does not download it: pass {variable}=<folder holding {record.source_folder}>, or "
+                            f"PREPARE_DATA=auto to download {record.archive_size or 'it'} from {record.download_url}; "
+                            f"nothing was started")
+        downloads.setdefault(spec.dataset, (root, 2 * archive_bytes(record.archive_size)
+                                            if record.archive_size else None))
+    return downloads
+
+
+def archive_bytes(size: str) -> int:
+    """'163 MB' (the catalog's archive_size, as the dataset's page prints it) -> bytes."""
+    number, unit = re.fullmatch(r"\s*([\d.]+)\s*([KMG]B)\s*", size).groups()
+    return int(float(number) * {"KB": 1e3, "MB": 1e6, "GB": 1e9}[unit])
+
+
+def check_folders(opts: Options, downloads: dict) -> None:
+    """OUT, the cache folder and every download's data folder can be created and written into."""
+    folders = [("OUT", opts.out), ("CACHE_DIR", Path(opts.cache))]
+    folders += [("DATA_DIR" if dataset != "imagenet" else "IMAGENET_DIR", root) for dataset, (root, _) in downloads.items()]
+    for variable, folder in folders:
+        holder = existing(folder)
+        if not holder.is_dir():
+            raise UserError(f"{variable}={folder}: {holder} is a file, not a folder: choose another {variable}=...; "
+                            f"nothing was started")
+        if not PROBES.writable(holder):
+            what = "downloads go there" if variable.endswith("DATA_DIR") else "it is written to"
+            raise UserError(f"{variable}={folder} is not writable ({holder} refuses new files; {what}): choose a "
+                            f"writable {variable}=..., or fix its permissions (Docker: mount it without :ro, and "
+                            f"build the image with --build-arg UID=$(id -u)); nothing was started")
+
+
+def checkpoint_bytes(cfg) -> int:
+    """One checkpoint of a run: the method's state (parameters and buffers, e.g. MoCo's queue), the
+    online classifier, and the optimizer's per-parameter state (SGD/LARS momentum: 1 copy of the
+    trainable parameters, Adam: 2), counted on torch's meta device (no memory, no computation)."""
+    key = repr((cfg.method, cfg.model, cfg.loss, cfg.optim.name, cfg.optim.momentum > 0, cfg.data.dataset))
+    if key not in _CHECKPOINT_BYTES:
+        import torch
+        from repro.methods import build_method
+        with torch.device("meta"):
+            method = build_method(cfg)
+        state = sum(t.numel() * t.element_size() for t in method.state_dict().values())
+        trainable = sum(p.numel() * p.element_size() for p in method.parameters() if p.requires_grad)
+        classes = DATASETS[cfg.data.dataset].num_classes or 1000   # image folders: ImageNet's 1000
+        classifier = (method.backbone.num_features + 1) * classes * 4
+        slots = 2 if cfg.optim.name.startswith("adam") else int(cfg.optim.momentum > 0)
+        _CHECKPOINT_BYTES[key] = state + classifier + slots * (trainable + classifier)
+    return _CHECKPOINT_BYTES[key]
+
+
+_CHECKPOINT_BYTES: dict[str, int] = {}
+
+
+def check_disk(planned: list[RunSpec], configs: list, opts: Options, downloads: dict) -> str:
+    """Free space on each file system against what the target writes there: a checkpoint per run
+    that is not finished, plus one more while a checkpoint is replaced (temporary file, then rename);
+    the FFCV files the data steps write (raw pixels, data_steps.planned_data); downloads (archive and
+    unpacked copy). Returns one line of the estimate."""
+    from repro.experiments.data_steps import planned_data
+    from repro.experiments.state import train_state
+    sizes = [checkpoint_bytes(cfg) for spec, cfg in zip(planned, configs)
+             if train_state(spec, opts) not in ("done", "stopped")]
+    needs: list[tuple[str, Path, int]] = []
+    if sizes:
+        needs.append((f"checkpoints of {len(sizes)} runs", opts.out, sum(sizes) + max(sizes)))
+    data = planned_data(planned, opts)
+    if data["ffcv_bytes"]:
+        needs.append(("FFCV files", Path(opts.cache), data["ffcv_bytes"]))
+    unknown = [f"{d} FFCV file (JPEG)" for d in data["ffcv_jpeg"]]
+    for dataset, (root, size) in downloads.items():
+        if size is None:
+            unknown.append(f"{dataset} download")
+        else:
+            needs.append((f"{dataset} download", root, size))
+    by_device: dict[int, list] = {}
+    for what, folder, size in needs:
+        holder = existing(folder)
+        by_device.setdefault(holder.stat().st_dev, []).append((what, folder, holder, size))
+    summary = []
+    for items in by_device.values():
+        total, holder = sum(size for *_, size in items), items[0][2]
+        free = PROBES.free_bytes(holder)
+        parts = ", ".join(f"{what} {gb(size)} in {folder}" for what, folder, _, size in items)
+        if total > free:
+            raise UserError(f"not enough disk: this target writes about {gb(total)} ({parts}) on the file system of "
+                            f"{holder}, which has {gb(free)} free: free space there, or choose another OUT=/CACHE_DIR= "
+                            f"(or a smaller plan: METHODS=, DATASETS=); nothing was started")
+        summary.append(f"about {gb(total)} ({parts}), {gb(free)} free")
+    return ("; ".join(summary) or "nothing to write") + (f" (not estimated: {', '.join(unknown)})" if unknown else "")
+
+
+def trains_from_ffcv(cfg, opts: Options) -> bool:
+    """The two-view loader will be FFCV's (threads, no shared memory): loader ffcv, or auto with
+    ffcv installed and a converter for the dataset (the data step writes the file if absent)."""
+    record = DATASETS[cfg.data.dataset]
+    return cfg.data.loader == "ffcv" or (cfg.data.loader == "auto" and record.has_converter
+                                         and opts.prepare_data == "auto"
+                                         and importlib.util.find_spec("ffcv") is not None)
+
+
+def shm_need(cfg, opts: Options) -> tuple[int, str]:
+    """Shared memory a run's torch DataLoader workers hold at once, and how it was computed: each
+    worker keeps PREFETCH_BATCHES batches of float32 images in /dev/shm (processes x workers x
+    batches x images per process x views x 3 x side x side x 4 bytes). Two views per image when
+    training through the torchvision loader; with FFCV (threads) only rank 0's validation loader
+    (one view) uses workers."""
+    workers = cfg.data.num_workers if cfg.data.num_workers >= 0 else min(8, os.cpu_count() or 1)  # repro.data.default_workers
+    side = cfg.data.image_size or DATASETS[cfg.data.dataset].image_size
+    processes, views = (1, 1) if trains_from_ffcv(cfg, opts) else (opts.gpus, 2)
+    per_process = cfg.data.batch_size // opts.world_size
+    need = processes * workers * PREFETCH_BATCHES * per_process * views * 3 * side * side * 4
+    return need, (f"{processes} processes x {workers} workers x {PREFETCH_BATCHES} batches x {per_process} images x "
+                  f"{views} views x 3x{side}x{side} float32")
+
+
+def check_shm(planned: list[RunSpec], configs: list, opts: Options) -> str:
+    """/dev/shm against the largest need of one run (runs train one after another)."""
+    available = PROBES.shm_bytes()
+    needs = [(*shm_need(cfg, opts), spec) for spec, cfg in zip(planned, configs)]
+    need, how, spec = max(needs, key=lambda item: item[0])
+    if available is None:
+        return "no /dev/shm on this system, not checked"
+    if need > available:
+        suggest = max(1, -(-2 * need // 10**9))   # twice the need, whole GB
+        raise UserError(f"/dev/shm has {available / 1e6:.0f} MB free but run {spec.name} needs about {need / 1e6:.0f} MB "
+                        f"for its data-loader workers ({how}): in Docker run with --ipc=host or --shm-size={suggest}g "
+                        f"(Docker's default is 64 MB); elsewhere free /dev/shm; nothing was started")
+    return f"about {need / 1e6:.0f} MB at most ({spec.name}: {how}), {available / 1e6:.0f} MB free"

@@ -6,10 +6,11 @@ import os
 import shlex
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import replace
 
-from repro.cli import UserError
+from repro.cli import Preempted, UserError
 from repro.experiments.commands import (check_command, collect_command, evaluate_command, full_check_command,
                                         report_command, train_command)
 from repro.experiments.data_steps import data_steps
@@ -21,52 +22,219 @@ from repro.experiments.state import eval_state, online_by_epoch, train_state
 from repro.experiments.table import EXPERIMENTS, Experiment
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+STOP_GRACE_SECONDS = 120.0   # after a stop signal, how long a step's processes get before SIGKILL: a
+                             # trainer finishes its step, and at an epoch end its online validation,
+                             # then writes its checkpoint (ImageNet: a validation pass, ~1 GB written)
+
+
+class StopRequest:
+    """Stop signals received by this process (the top of a target: `make` forwards SIGTERM to it, a
+    terminal sends SIGINT/SIGHUP to its whole foreground group). Process-wide: a union's parts share it."""
+
+    def __init__(self):
+        self.signum: int | None = None   # the first stop signal
+        self.count = 0                   # a second one escalates to SIGKILL at once
+        self._previous: dict = {}
+        self._depth = 0
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = self.signum or signum
+        self.count += 1
+
+    def __enter__(self):
+        """Installs the handlers (once: nested targets share them); outside the main thread, a no-op."""
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
+            self.signum, self.count = None, 0
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            for sig, handler in self._previous.items():
+                signal.signal(sig, handler)
+            self._previous = {}
+
+    def check(self, what: str) -> None:
+        """Raise Preempted (exit 128 + signal) if a stop signal came: nothing new starts after one."""
+        if self.signum:
+            raise Preempted(self.signum, f"{signal.Signals(self.signum).name}: target stopped {what}; "
+                                         f"checkpoints are kept: run the same command again to resume")
+
+
+STOP = StopRequest()
+
+
+def process_table() -> dict[int, tuple[int, int, str, str]]:
+    """pid -> (parent pid, process group, start time, state) of every process, from /proc (Linux;
+    elsewhere {}: only the process groups are signalled)."""
+    table = {}
+    for entry in os.listdir("/proc") if os.path.isdir("/proc") else ():
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()   # after "pid (comm)": field 3 on
+        except (OSError, IndexError):
+            continue   # ended while we read
+        table[int(entry)] = (int(fields[1]), int(fields[2]), fields[19], fields[0])
+    return table
+
+
+def descendants(pid: int, table: dict | None = None) -> dict[int, str]:
+    """Every live process below `pid` (torchrun's ranks, loader workers, ...): pid -> start time (to
+    tell a pid that was reused apart)."""
+    table = process_table() if table is None else table
+    children: dict[int, list[int]] = {}
+    for child, (parent, _, _, _) in table.items():
+        children.setdefault(parent, []).append(child)
+    found, todo = {}, list(children.get(pid, []))
+    while todo:
+        child = todo.pop()
+        if table[child][3] != "Z":
+            found[child] = table[child][2]
+        todo += children.get(child, [])
+    return found
+
+
+def alive(processes: dict[int, str]) -> dict[int, str]:
+    """Those of `processes` (pid -> start time) still running (not ended, not a zombie, pid not reused)."""
+    table = process_table()
+    return {pid: start for pid, start in processes.items()
+            if pid in table and table[pid][2] == start and table[pid][3] != "Z"}
+
+
+def send(pids, sig: int) -> None:
+    for pid in pids:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+
+
 class Runner:
-    """Prints each command; runs it unless dry-run; remembers failures."""
+    """Prints each command; runs it unless dry-run; remembers failures. Each command runs in its own
+    session (process group); a stop signal is passed to it and the target then ends (StopRequest)."""
 
     poll_seconds = 5.0   # how often a run that must stop at an epoch is looked at
 
-    def __init__(self, opts: Options):
+    def __init__(self, opts: Options, progress: Progress | None = None):
         self.opts = opts
         self.failures: list[str] = []
+        self.progress = progress
+        self.stop_grace = STOP_GRACE_SECONDS
 
     def say(self, text: str) -> None:
         print(f"# {text}", flush=True)
 
     def run(self, command: list[str], *, stop_when=None, critical: bool = False) -> int:
-        """critical: the caller stops on a failure (no "continuing" line)."""
+        """critical: the caller stops on a failure (no "continuing" line). A stop signal, before or
+        while the command runs, raises Preempted once the command has ended."""
         print(shlex.join(command), flush=True)
         if self.opts.dry_run:
             return 0
-        if stop_when is None:
-            code = subprocess.call(command, cwd=ROOT)
-        else:
-            code = self._run_until(command, stop_when)
+        what = shlex.join(command[1:4])
+        STOP.check(f"before `{what} ...`")
+        code = self._run(command, stop_when)
+        STOP.check(f"after `{what} ...` ended (exit {code})")
         if code != 0:
             self.failures.append(f"exit {code}: {shlex.join(command)}")
             print(f"# FAILED (exit {code})" + ("" if critical else "; continuing with the next step"), flush=True)
         return code
 
-    def _run_until(self, command: list[str], stop_when) -> int:
-        """Run, and end it with SIGTERM (the trainer checkpoints and exits) once stop_when() holds."""
+    def _run(self, command: list[str], stop_when) -> int:
+        """Run in a new session. A stop signal goes to the command's own process only (the trainer, or
+        torchrun, which passes it to its ranks): a signal to the whole group would also end the data
+        loader's worker processes, which the trainer reports as a crash instead of checkpointing.
+        A second signal, or `stop_grace` seconds, then SIGKILLs the group and every process below it.
+        stop_when(): checked every poll_seconds; once true, SIGTERM as planned (Table 3's epoch)."""
         process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
-        try:
-            while process.poll() is None:
+        forwarded, deadline, planned_stop, next_poll = None, None, False, time.monotonic() + self.poll_seconds
+        below: dict[int, str] = {}    # the command's processes, seen while it runs
+        while True:
+            try:
+                code = process.wait(timeout=0.2)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            now = time.monotonic()
+            if STOP.signum and forwarded is None:
+                forwarded, deadline = STOP.signum, now + self.stop_grace
+                below = descendants(process.pid)
+                self.say(f"{signal.Signals(forwarded).name}: passed to pid {process.pid}; waiting up to "
+                         f"{self.stop_grace:.0f} s for it to checkpoint (a second signal kills it now)")
+                send([process.pid], forwarded)
+            elif stop_when is not None and not planned_stop and forwarded is None and now >= next_poll:
+                next_poll = now + self.poll_seconds
                 if stop_when():
-                    os.killpg(process.pid, signal.SIGTERM)
-                    process.wait()
-                    print("# stopped with SIGTERM as planned (checkpoint kept; a later run resumes it)", flush=True)
-                    return 0
-                time.sleep(self.poll_seconds)
-        except KeyboardInterrupt:
-            os.killpg(process.pid, signal.SIGTERM)
-            process.wait()
-            raise
-        return process.returncode
+                    planned_stop, deadline = True, now + self.stop_grace
+                    send([process.pid], signal.SIGTERM)
+            if deadline is not None and (STOP.count > 1 or now >= deadline):
+                below.update(descendants(process.pid))
+                self.say(f"pid {process.pid} still running: SIGKILL to its group and {len(below)} processes below it")
+                kill_group(process.pid)
+                send(below, signal.SIGKILL)
+                deadline = float("inf")
+        if forwarded is not None or planned_stop:
+            self.reap(process.pid, below)
+        if planned_stop and not STOP.signum:
+            print("# stopped with SIGTERM as planned (checkpoint kept; a later run resumes it)", flush=True)
+            return 0
+        return code
+
+    def reap(self, pgid: int, below: dict[int, str]) -> None:
+        """After a stopped command ended: what is left of it (its group, the processes seen below it,
+        e.g. ranks in their own sessions) gets the grace period, then SIGKILL."""
+        kill_group(pgid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace
+        while alive(below) and time.monotonic() < deadline and STOP.count < 2:
+            time.sleep(0.2)
+        kill_group(pgid)
+        send(alive(below), signal.SIGKILL)
 
     def report_failures(self) -> None:
         if self.failures:
             print("# failed steps:\n" + "\n".join(f"#   {f}" for f in self.failures), flush=True)
+
+
+def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass   # the group is empty: every process of it has ended
+
+
+class Progress:
+    """The whole target's progress over its distinct training runs: `run 7/42`, elapsed time, and an
+    ETA from the runs that trained so far (their mean wall time x the runs left; skipped runs cost 0)."""
+
+    def __init__(self, total: int):
+        self.total = total
+        self.start = time.monotonic()
+        self.index: dict[str, int] = {}   # run name -> its number (a run shared by parts keeps one)
+        self.finished: set[str] = set()
+        self.trained_seconds: list[float] = []
+
+    def line(self, name: str, event: str, seconds: float | None = None) -> str:
+        number = self.index.setdefault(name, len(self.index) + 1)
+        if event != "start":
+            self.finished.add(name)
+            if seconds is not None:
+                self.trained_seconds.append(seconds)
+        left = self.total - len(self.finished)
+        if self.trained_seconds:
+            mean = sum(self.trained_seconds) / len(self.trained_seconds)
+            eta = f"ETA {clock(mean * left)} ({left} runs left x {clock(mean)}, the mean of {len(self.trained_seconds)} trained)"
+        else:
+            eta = "ETA after the first trained run"
+        return f"run {number}/{self.total} {event} ({name}): elapsed {clock(time.monotonic() - self.start)}, {eta}"
+
+
+def clock(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
 def run_specs(specs: list[RunSpec], opts: Options, runner: Runner) -> None:
@@ -86,15 +254,24 @@ def run_specs(specs: list[RunSpec], opts: Options, runner: Runner) -> None:
             runner.say(f"{label}: MISSING ({reason})")
             continue
         state = train_state(spec, opts)
+        progress = runner.progress if not opts.dry_run else None
         if state in ("done", "stopped"):
             runner.say(f"{label}: trained ({state}), skipped")
+            if progress and spec.name not in progress.finished:
+                runner.say(progress.line(spec.name, "skipped"))
         else:
             runner.say(f"{label}: {'train' if state == 'new' else 'resume'}"
                        + (f" until epoch {spec.stop_at_epoch} is validated" if spec.stop_at_epoch else ""))
             run_dir = spec.run_dir(opts)
             stop = (lambda d=run_dir, e=spec.stop_at_epoch: max(online_by_epoch(d), default=0) >= e) \
                 if spec.stop_at_epoch else None
-            if runner.run(train_command(spec, opts), stop_when=stop) != 0:
+            if progress:
+                runner.say(progress.line(spec.name, "start"))
+            started = time.monotonic()
+            code = runner.run(train_command(spec, opts), stop_when=stop)
+            if progress:
+                runner.say(progress.line(spec.name, "failed" if code else "done", time.monotonic() - started))
+            if code != 0:
                 continue
         if spec.evaluate:
             if opts.nnodes > 1:  # every node trains in lock-step; node 0 evaluates once all are trained
@@ -118,9 +295,17 @@ def evaluate_run(spec: RunSpec, label: str, opts: Options, runner: Runner) -> No
         runner.run(evaluate_command(spec, opts))
 
 
-def run_target(target: str | Experiment, opts: Options) -> int:
-    """Run one record; returns the exit status (1 on a FAIL in its check or a failed step)."""
-    exp = EXPERIMENTS[target] if isinstance(target, str) else target
+def run_target(target: str | Experiment, opts: Options, progress: Progress | None = None) -> int:
+    """Run one record; returns the exit status (1 on a FAIL in its check or a failed step). A stop
+    signal (SIGTERM, SIGINT, SIGHUP) reaches the step running then, and ends the target with
+    Preempted once that step has ended: exit 128 + signal through repro.cli.run_cli."""
+    with STOP:
+        code = _run_target(EXPERIMENTS[target] if isinstance(target, str) else target, opts, progress)
+        STOP.check("between steps")
+    return code
+
+
+def _run_target(exp: Experiment, opts: Options, progress: Progress | None) -> int:
     if exp.fixed_setting and (opts.epochs is not None or opts.overrides):
         # Its result keeps the paper's name (the collector judges it by the script's own settings), so
         # `make all EPOCHS=N` does not file a paper-setting result under the EPOCHS variant.
@@ -130,7 +315,7 @@ def run_target(target: str | Experiment, opts: Options) -> int:
         return run_union(exp, opts)
     if opts.profile not in exp.profiles:
         raise UserError(f"PROFILE={opts.profile}: {exp.name} has only the paper's setting (it is cheap already)")
-    runner = Runner(opts)
+    runner = Runner(opts, progress)
     runner.say(f"{exp.name}: out={opts.out} gpus={opts.gpus} profile={opts.profile}"
                + (f" nodes={opts.nnodes} node_rank={opts.node_rank} master={opts.master_addr}:{opts.master_port}"
                   if opts.nnodes > 1 else "")
@@ -145,7 +330,9 @@ def run_target(target: str | Experiment, opts: Options) -> int:
             runner.run(exp.script(opts))
     if exp.trains:
         specs = plan_runs(exp, opts)
-        preflight(specs, opts)  # configs load, batches split, GPUS fits: before anything runs
+        if progress is None:    # this record is the whole target: its checks, its run count
+            planned = preflight(specs, opts)  # before anything runs: every check of preflight.py
+            runner.progress = Progress(len(planned))
         run_specs(specs, opts, runner)
     if exp.note:
         runner.say(exp.note)
@@ -168,14 +355,15 @@ def run_union(exp: Experiment, opts: Options) -> int:
     """A union record (`all`): the whole plan checked first, then each part with the options that
     apply to it (its own check at its end), then the full check and the report on node 0."""
     runner = Runner(opts)
-    preflight(plan_runs(exp, opts), opts)   # every part's runs, before the first one starts
+    planned = preflight(plan_runs(exp, opts), opts)   # every part's runs, before the first one starts
+    progress = Progress(len(planned))                # each distinct run counted once
     code = 0
     for part in exp.parts:
         part_opts = narrow(part, opts)
         if part_opts is None:
             runner.say(f"{part.name}: nothing selected by METHODS/DATASETS/PROFILE, skipped")
             continue
-        code |= run_target(part, part_opts)
+        code |= _run_target(part, part_opts, progress)
     if opts.node_rank > 0:
         runner.say(f"node {opts.node_rank}: the full check and the report run on node 0")
         return int(bool(code or runner.failures))
