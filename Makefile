@@ -82,7 +82,7 @@ test-slow: setup ## run only the slow tests
 	$(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
 
 train: setup ## pretrain: make train CONFIG=repro/configs/cifar10/frossl.yaml ARGS="optim.epochs=100 name=x"
-	$(PYTHON) -m repro.train $(CONFIG) $(ARGS)
+	$(PYTHON) -m repro.train $(CONFIG) data.cache_dir=$(CACHE_DIR) $(ARGS)
 
 evaluate: setup ## linear probe + k-NN of a run: make evaluate RUN=runs/cifar10-frossl ARGS="--probe cached"
 	@test -n "$(RUN)" || { echo "error: RUN is empty: make evaluate RUN=runs/<name>" >&2; exit 2; }
