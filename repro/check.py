@@ -349,7 +349,8 @@ def format_table(rows: list[Row]) -> str:
         text.append(f"vs second references (not in the exit status): PASS: {seconds.count('PASS')}  "
                     f"FAIL: {seconds.count('FAIL')}  (of {len(seconds)}; docs/references.md)")
     notes = [(r.experiment, r.cell, r.note) for r in rows
-             if r.note and (r.status in ("FAIL", "NOT-COMPARABLE") or (r.paper == "claim" and r.status == "PASS"))]
+             if r.note and (r.status in ("FAIL", "NOT-COMPARABLE", "NOT-DECIDED")
+                           or (r.paper == "claim" and r.status == "PASS"))]
     if notes:
         text.append("")
         text.extend(f"  {e} {c}: {n}" for e, c, n in notes)
