@@ -202,3 +202,15 @@ def test_tiny_claims_end_to_end(tmp_path):
     assert not cells["probe_top1/frossl"]["comparable"]      # OVERRIDES: not the claims schedule
     check = (out / "results" / "check_claims.txt").read_text()
     assert "early_learning_vs_barlow_twins" in check
+
+
+def test_report_section_shows_rows_with_spread_random_init_and_unfinished_runs(tmp_path):
+    from repro.report import render
+    claims_result(tmp_path, {"probe_top1/frossl": cell(40.0, 1.0), "probe_top1/random_init": cell(30.0, 0.2)})
+    result = json.loads((tmp_path / "claims.json").read_text())
+    result.update(seeds=[0, 1, 2], unfinished={"vicreg": ["claims-cifar10-vicreg-seed1"]})
+    (tmp_path / "claims.json").write_text(json.dumps(result))
+    section = render.section("claims", tmp_path)
+    html = str(getattr(section, "data", section))
+    assert "40.00 ± 1.00" in html and "30.00 ± 0.20" in html and "random initialisation" in html
+    assert "claims-cifar10-vicreg-seed1" in html

@@ -21,9 +21,11 @@ from repro.check import EXPECTED_DIR, ORDER, Row, load_expected, load_results, r
 
 ROOT = Path(__file__).resolve().parents[2]
 TARGET_OF = {"table2": "make table2", "table3": "make table3", "figure2": "make figure2",
-             "figure3": "make figure3", "figure4": "make figure4 GPUS=4"}
+             "figure3": "make figure3", "figure4": "make figure4 GPUS=4",
+             "claims": "make claims CIFAR10=<cifar10-jpeg.tar.gz> (or PROFILE=claims-quick)"}
 COLOURS = {"PASS": "#d4edda", "FAIL": "#f8d7da", "MISSING": "#eeeeee", "NOT-COMPARABLE": "#fff3cd",
-           "NO-REFERENCE": "#e2e3f5"}
+           "NO-REFERENCE": "#e2e3f5", "NOT-DECIDED": "#fde2c4"}
+CLAIM_PROFILES = ("claims", "claims-quick")   # results shown as mean +- std per row and metric
 
 try:  # inside the notebook: rich display; elsewhere (tests): plain strings
     from IPython.display import HTML
@@ -166,6 +168,35 @@ def _pivot(spec: dict, rows: list[Row]) -> str:
             f"({', '.join(_badge(s) for s in COLOURS)}).</p>")
 
 
+def measured_table(spec: dict, result: dict) -> str:
+    """A claims-profile result: rows (the random initialisation included) x metrics, each cell
+    'mean ± std (n)', and the runs that did not finish (non-finite loss or interrupted)."""
+    cells = result["cells"]
+    metrics = list(dict.fromkeys(c.split("/")[0] for c in cells))
+    labels = spec.get("rows") or {c.split("/")[1]: c.split("/")[1] for c in cells}
+    head = "".join(f"<th>{_e(m)}</th>" for m in metrics)
+    body = []
+    for row, label in labels.items():
+        tds = []
+        for metric in metrics:
+            c = cells.get(f"{metric}/{row}")
+            if c is None or c.get("value") is None:
+                tds.append("<td>–</td>")
+                continue
+            value = float(c["value"])
+            spread = f" ± {c['std']:.2f}" if c.get("std") is not None else ""
+            tds.append(f"<td>{_num(value)}{spread} <small>({c.get('n', 1)})</small></td>")
+        body.append(f"<tr><td>{_e(label)}</td>{''.join(tds)}</tr>")
+    text = (f"<p><b>{_e(result['profile'])}</b>{' [' + _e(result['variant']) + ']' if result.get('variant') else ''}"
+            f", seeds {_e(' '.join(map(str, result.get('seeds', []))))}: mean ± std (n seeds)</p>"
+            f"<table><tr><th>row</th>{head}</tr>{''.join(body)}</table>")
+    unfinished = result.get("unfinished") or {}
+    if unfinished:
+        items = "".join(f"<li><code>{_e(row)}</code>: {_e(', '.join(runs))}</li>" for row, runs in unfinished.items())
+        text += f"<p>Runs that did not finish (a non-finite loss stops the trainer, or interrupted):</p><ul>{items}</ul>"
+    return text
+
+
 def section(experiment: str, results_dir) -> HTML:
     results_dir = Path(results_dir)
     specs = load_expected(EXPECTED_DIR)
@@ -187,6 +218,9 @@ def section(experiment: str, results_dir) -> HTML:
         vrows = [r for r in rows if r.experiment == variant and r.paper != "claim"]
         if vrows and spec["cells"]:
             parts.append(f"<p><b>{_e(variant)}</b> (not the paper's setting):</p>" + _pivot(spec, vrows))
+    for result in results:
+        if result.get("profile") in CLAIM_PROFILES:
+            parts.append(measured_table(spec, result))
     extra = [r for r in rows if r.status == "NO-REFERENCE"]
     if extra:
         body = "".join(f"<tr><td>{_e(r.experiment)}</td><td>{_e(r.cell)}</td><td>{_num(r.measured, 3)}</td></tr>"
