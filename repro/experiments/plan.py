@@ -183,7 +183,7 @@ def summarize(exp: Experiment, opts: Options) -> PlanSummary:
     from repro.experiments.state import eval_state, planned_epochs, train_state
     from repro.gpu_check.estimate import EPOCH_FLOPS, Run, reference_rate, runs_seconds
 
-    specs = plan_runs(exp, opts) if exp.trains or exp.parts else []
+    specs = plan_runs(exp, opts)
     methods = registered_methods()
     states, todo, whole, unestimated = {}, [], [], set()
     probes = probes_todo = 0
