@@ -1,0 +1,114 @@
+"""The checks before a target starts (repro/experiments/preflight.py): each refusal is one `error:`
+line, exit 2, within seconds, with nothing started and nothing written. The machine is simulated
+through preflight.PROBES (a full disk, a small /dev/shm, a read-only folder for a root user)."""
+import importlib
+import os
+import time
+
+import pytest
+
+from repro.cli import run_cli
+from repro.experiments import config_path, main
+
+preflight = importlib.import_module("repro.experiments.preflight")   # the module, not the function
+
+pytestmark = pytest.mark.skipif(not config_path("cifar10", "frossl").exists(),
+                                reason="repro/configs/cifar10/frossl.yaml not written")
+
+
+def refuse(capsys, *argv):
+    """Run `python -m repro.experiments ARGV` in-process: (exit status, stderr lines, seconds)."""
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exit_info:
+        run_cli(main, list(argv))
+    seconds = time.monotonic() - started
+    return exit_info.value.code, capsys.readouterr().err.strip().splitlines(), seconds
+
+
+def table2(tmp_path, *extra):
+    return ["table2", "--methods", "frossl", "--datasets", "cifar10", "--out", str(tmp_path / "runs"),
+            "--data-dir", str(tmp_path / "data"), *extra]
+
+
+@pytest.fixture
+def cifar_present(tmp_path):
+    (tmp_path / "data" / "cifar-10-batches-py").mkdir(parents=True)
+
+
+def assert_refused(result, *words, tmp_path=None):
+    code, lines, seconds = result
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), lines
+    assert all(w in lines[0] for w in words) and "nothing was started" in lines[0], lines[0]
+    assert seconds < 10, seconds
+    if tmp_path is not None:   # nothing created: no run folder, no cache, no download
+        assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) \
+            in ([], ["data", "data/cifar-10-batches-py"]), list(tmp_path.rglob("*"))
+
+
+def test_a_missing_dataset_that_will_not_be_downloaded(tmp_path, capsys):
+    result = refuse(capsys, *table2(tmp_path, "--prepare-data", "none"))
+    assert_refused(result, f"no cifar10 at {tmp_path}/data/cifar-10-batches-py", "PREPARE_DATA=auto", "DATA_DIR=",
+                   tmp_path=tmp_path)
+
+
+@pytest.mark.parametrize("target", ["figure4", "all"])
+def test_a_missing_imagenet_folder_stops_figure4_and_all_before_anything(tmp_path, capsys, target):
+    if not config_path("imagenet", "frossl").exists():
+        pytest.skip("repro/configs/imagenet/frossl.yaml not written")
+    result = refuse(capsys, target, "--out", str(tmp_path / "runs"), "--data-dir", str(tmp_path / "data"))
+    assert_refused(result, f"no ImageNet image folder at {tmp_path}/data/imagenet/train", "IMAGENET_DIR=",
+                   tmp_path=tmp_path)
+
+
+def test_an_unwritable_output_folder(tmp_path, capsys, cifar_present, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    if os.geteuid() == 0:   # root writes through the mode bits: simulate the read-only mount instead
+        monkeypatch.setattr(preflight.PROBES, "writable", lambda path: path != locked)
+    try:
+        result = refuse(capsys, *table2(tmp_path)[:-4], "--out", str(locked / "runs"),
+                        "--data-dir", str(tmp_path / "data"))
+    finally:
+        locked.chmod(0o755)
+    assert_refused(result, f"OUT={locked}/runs is not writable", "writable OUT=")
+    assert list(locked.iterdir()) == []
+
+
+def test_too_little_shared_memory_names_ipc_host(tmp_path, capsys, cifar_present, monkeypatch):
+    monkeypatch.setattr(preflight.PROBES, "shm_bytes", lambda: 64 * 2**20 // 100)   # a sliver of Docker's 64 MB
+    result = refuse(capsys, *table2(tmp_path))
+    assert_refused(result, "/dev/shm has 1 MB free", "cifar10-frossl-seed0", "--ipc=host", "--shm-size=",
+                   tmp_path=tmp_path)
+
+
+def test_too_little_disk(tmp_path, capsys, cifar_present, monkeypatch):
+    monkeypatch.setattr(preflight.PROBES, "free_bytes", lambda path: 10**6)
+    result = refuse(capsys, *table2(tmp_path))
+    assert_refused(result, "not enough disk", "checkpoints of 1 runs", "0.00 GB free", tmp_path=tmp_path)
+
+
+def test_shared_memory_need_is_the_loader_arithmetic():
+    """torchvision path: processes x workers x prefetched batches x images per process x 2 views x
+    3 x side^2 x 4 bytes; FFCV trains from threads, so only rank 0's one-view validation loader."""
+    from dataclasses import replace
+
+    from repro.config import load_config
+    from repro.experiments import Options
+    cfg = load_config(config_path("cifar10", "frossl"), ["data.num_workers=4", "data.loader=torchvision"])
+    need, _ = preflight.shm_need(cfg, Options(gpus=2))
+    assert need == 2 * 4 * 2 * (256 // 2) * 2 * 3 * 32 * 32 * 4
+    ffcv = replace(cfg, data=replace(cfg.data, loader="ffcv"))
+    assert preflight.shm_need(ffcv, Options(gpus=2))[0] == 1 * 4 * 2 * (256 // 2) * 1 * 3 * 32 * 32 * 4
+
+
+def test_a_plan_that_fits_passes_and_says_what_it_checked(tmp_path, capsys, cifar_present, monkeypatch):
+    from repro.experiments import TABLE2, Options, plan_runs
+    monkeypatch.setattr(preflight.PROBES, "free_bytes", lambda path: 10**12)
+    monkeypatch.setattr(preflight.PROBES, "shm_bytes", lambda: 10**10)
+    opts = Options(out=tmp_path / "runs", data_dir=str(tmp_path / "data"), methods=("frossl",), datasets=("cifar10",))
+    planned = preflight.preflight(plan_runs(TABLE2, opts), opts)
+    assert [s.name for s in planned] == ["cifar10-frossl-seed0"]
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("# preflight: 1 runs; data: present; disk: about ") and "1000.00 GB free" in line
+    assert not (tmp_path / "runs").exists()

@@ -1,0 +1,134 @@
+"""Stop signals through the whole chain: SIGTERM at `make`'s PID (what `docker stop` with --init and
+a scheduler's pre-emption send) reaches the trainer (one process, or torchrun and its ranks) via the
+experiments runner; the trainer checkpoints at its step; nothing is left running; the same command
+resumes to weights bit-identical to an uninterrupted run. Tiny digits runs on CPU (tests/test_targets.py)."""
+import json
+import signal
+import subprocess
+import time
+
+import pytest
+
+from repro.experiments import Options, Runner
+from repro.experiments.run import STOP, alive, descendants
+from repro.faults import final_weights, identical
+from tests.conftest import ROOT
+from tests.test_targets import TINY, make
+
+STEPS_PER_EPOCH = 1297 // 64   # the digits' training split at batch 64 (drop_last)
+RUN = "cifar10-frossl-seed0-e3-x"  # the run folder's prefix (EPOCHS=3, OVERRIDES hash)
+
+
+def table2_args(out):
+    return ["table2", f"OUT={out}", "PREPARE_DATA=none", "METHODS=frossl", "DATASETS=cifar10", "EPOCHS=3",
+            "PROBE=cached", f"OVERRIDES={TINY}"]
+
+
+def make_command(*args):
+    return ["make", "--no-print-directory", *args, "SETUP=true"]   # as tests/test_targets.py's make()
+
+
+def start_and_stop(args, out, sig=signal.SIGTERM, after_step=5):
+    """Start `make ARGS` in its own session, wait for a metrics line at `after_step` or later, send
+    `sig` to make's PID only; returns (make's returncode, its output, the processes seen below make)."""
+    import os
+    env = {**os.environ, "MAKEFLAGS": "", "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(make_command(*args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    deadline, below = time.time() + 240, {}
+    while time.time() < deadline:
+        below.update(descendants(process.pid))
+        metrics = [p / "metrics.jsonl" for p in out.glob(RUN + "*")]
+        lines = [json.loads(ln) for m in metrics if m.exists() for ln in m.read_text().splitlines() if ln.strip()]
+        if any(r.get("step", 0) >= after_step for r in lines):
+            break
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.05)
+    below.update(descendants(process.pid))
+    process.send_signal(sig)
+    output, _ = process.communicate(timeout=240)
+    return process.returncode, output, below
+
+
+def run_folder(out):
+    folders = sorted(out.glob(RUN + "*"))
+    assert len(folders) == 1, folders
+    return folders[0]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    out = tmp_path_factory.mktemp("signals") / "runs"
+    result = make(*table2_args(out))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return final_weights(run_folder(out))
+
+
+def test_sigterm_at_make_checkpoints_mid_epoch_leaves_nothing_and_resumes_identically(tmp_path, uninterrupted):
+    import torch
+    out = tmp_path / "runs"
+    code, output, below = start_and_stop(table2_args(out), out)
+    # make waits for the runner, which waits for the trainer, then dies of the signal itself: the
+    # shell (and `docker run` with --init) reports 128 + 15 = 143; Python sees -15
+    assert code == -signal.SIGTERM, output[-3000:]
+    assert "SIGTERM: passed to pid" in output and "SIGTERM: target stopped" in output, output[-3000:]
+    assert len(below) >= 2, below           # the runner and the trainer
+    assert not alive(below), f"left running: {alive(below)}"
+    run = run_folder(out)
+    step = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    assert 5 <= step < 3 * STEPS_PER_EPOCH and step % STEPS_PER_EPOCH, step   # a step inside an epoch
+    assert not (run / "pretrain.json").exists() and not (out / "results").exists()   # stopped before the probe
+
+    again = make(*table2_args(out))
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"resuming {run}" in again.stderr and "run 1/1 done" in again.stdout
+    assert identical(uninterrupted, final_weights(run))
+
+
+def test_sigterm_at_make_reaches_every_torchrun_rank(tmp_path):
+    """GPUS=2 without CUDA: torchrun with 2 gloo processes. SIGTERM at make's PID: rank 0 writes a
+    checkpoint, torchrun and both ranks end, nothing is left; the same command then finishes."""
+    import torch
+    out = tmp_path / "runs"
+    args = [*table2_args(out), "GPUS=2"]
+    code, output, below = start_and_stop(args, out)
+    assert code == -signal.SIGTERM, output[-3000:]
+    assert len(below) >= 4, below          # the runner, torchrun, 2 ranks
+    assert not alive(below), f"left running: {alive(below)}"
+    run = run_folder(out)
+    assert torch.load(run / "checkpoint.pt", weights_only=True)["step"] >= 5
+    again = make(*args)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in ln]
+    assert steps == sorted(set(steps)) and steps[-1] == 3 * STEPS_PER_EPOCH   # resumed, nothing repeated
+
+
+# ---- the runner alone, with a stand-in command (seconds) ------------------------------------------
+
+STUBBORN = ("import signal, sys, time\n"
+            "signal.signal(signal.SIGTERM, lambda *a: print('got TERM', flush=True))\n"
+            "print('ready', flush=True)\n"
+            "time.sleep(60)\n")
+
+
+def test_a_child_that_ignores_the_signal_is_killed_after_the_grace_period(tmp_path, capsys):
+    """A step that does not end within stop_grace is SIGKILLed with its group; the target then
+    raises Preempted (exit 143 through run_cli) and nothing starts after it."""
+    import os
+    import sys
+    import threading
+
+    from repro.cli import Preempted
+    runner = Runner(Options(out=tmp_path))
+    runner.stop_grace = 1.0
+    timer = threading.Timer(1.5, lambda: os.kill(os.getpid(), signal.SIGTERM))
+    started = time.monotonic()
+    with STOP:
+        timer.start()
+        with pytest.raises(Preempted) as stop:
+            runner.run([sys.executable, "-c", STUBBORN])
+        with pytest.raises(Preempted):   # nothing new starts once a stop signal came
+            runner.run([sys.executable, "-c", "print('must not run')"])
+    assert stop.value.signum == signal.SIGTERM and time.monotonic() - started < 20
+    said = capsys.readouterr().out
+    assert "got TERM" in said and "SIGKILL to its group" in said and "must not run\n" not in said
