@@ -36,7 +36,12 @@ global batch split over the N processes); --nnodes M > 1 runs the same command o
 (--node-rank 0..M-1, --master-addr of node 0), node 0 alone evaluating, collecting and checking.
 Before anything runs, every planned run's config is loaded with its overrides, its batch must
 divide by the number of processes, and (CUDA present, not --dry-run) --gpus must not exceed the
-visible devices; without CUDA, --gpus N runs N CPU processes. docs/experiments.md has the rest.
+visible devices; without CUDA, --gpus N runs N CPU processes. A real run also checks, before its first
+step, every planned run's data, that OUT and the cache folder are writable, the free disk and /dev/shm
+(one `error:` line and exit 2 otherwise). SIGTERM, SIGINT or SIGHUP is passed to the running step (the
+trainer checkpoints at its step), nothing more starts, and the exit status is 128 + signal; a step
+still running 120 s later, or after a second signal, is killed. While a target runs, `# run k/N` lines
+give the elapsed time and an ETA. docs/experiments.md has the rest.
 """
 
 
