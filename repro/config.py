@@ -68,7 +68,7 @@ class ModelConfig:
     proj_hidden_dim: int = 2048
     proj_output_dim: int = 1024
     pred_hidden_dim: int = 0          # predictor hidden width (BYOL 4096, SimSiam 512); unused by other methods
-    channels_last: bool = True        # applied on CUDA only
+    channels_last: bool | str = "auto"  # "auto": on CUDA only; true: every device (CPU too); false: never
 
 
 @dataclass(frozen=True)
@@ -106,7 +106,7 @@ class EvalConfig:
 class TrainConfig:
     precision: str = "auto"           # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     log_every: int = 50               # optimizer steps between metric lines (one host sync each)
-    compile: bool = False             # torch.compile the model (falls back to eager on failure)
+    compile: bool = False             # torch.compile the model (a compile failure stops the run with a one-line error)
     sync_batchnorm: bool = False      # distributed: BatchNorm statistics over the global batch
     gather_embeddings: bool = False   # distributed: the loss sees the global batch (authors: per-GPU loss)
     spectra_every: int = 0            # >0: top-14 eigenvalues of view-1 embeddings every N steps -> spectra.jsonl (repro/spectra.py, Figure 3)
@@ -322,6 +322,8 @@ def validate(cfg: Config) -> None:
     _choice("eval.probe_optimizer", cfg.eval.probe_optimizer, ("sgd", "adam"))
     _choice("train.precision", cfg.train.precision, ("auto", "fp32", "bf16"))
     _choice("model.backbone", cfg.model.backbone, ("resnet18",))
+    if isinstance(cfg.model.channels_last, str):
+        _choice("model.channels_last", cfg.model.channels_last, ("auto",))
     if not (cfg.device in ("auto", "cpu", "cuda") or cfg.device.startswith("cuda:")):
         raise ConfigError(f"config key 'device' = {cfg.device!r}: choose auto, cpu, cuda or cuda:N")
     for key, value in [("data.batch_size", cfg.data.batch_size), ("optim.epochs", cfg.optim.epochs),

@@ -22,7 +22,6 @@ import torch
 from torch import nn
 
 from repro.cli import UserError
-from repro.config import ModelConfig
 from repro.distributed import DistEnv
 
 PRECISIONS = ("auto", "fp32", "bf16")
@@ -64,15 +63,6 @@ def use_channels_last(device: torch.device, setting) -> bool:
     return setting is True or (setting == "auto" and device.type == "cuda")
 
 
-def _channels_last_from_config(value):
-    # repro/config.py types model.channels_last as a bool whose default True is documented as
-    # "applied on CUDA only"; while that default stands, True keeps its documented meaning (auto).
-    # Once the config default becomes "auto", an explicit True means "everywhere, CPU included".
-    if value is True and ModelConfig.channels_last is True:
-        return "auto"
-    return value
-
-
 @dataclass(frozen=True)
 class DeviceSetup:
     device: torch.device
@@ -90,7 +80,7 @@ class DeviceSetup:
     def from_config(cls, cfg, env: DistEnv = DistEnv(), device: str | None = None) -> "DeviceSetup":
         """cfg.device (or `device`, e.g. evaluate's --device), train.precision, model.channels_last."""
         return cls.create(device or cfg.device, precision=cfg.train.precision,
-                          channels_last=_channels_last_from_config(cfg.model.channels_last), env=env)
+                          channels_last=cfg.model.channels_last, env=env)
 
     @property
     def cuda(self) -> bool:

@@ -45,24 +45,6 @@ def env_from_torchrun() -> DistEnv:
     return DistEnv(rank=read("RANK", 0), local_rank=read("LOCAL_RANK", 0), world_size=read("WORLD_SIZE", 1))
 
 
-def resolve_device(name: str, env: DistEnv = DistEnv()) -> torch.device:
-    """`auto` -> CUDA when visible, else CPU. Each rank takes the GPU of its LOCAL_RANK."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(name)
-    if device.type != "cuda":
-        return device
-    visible = torch.cuda.device_count()
-    if visible == 0:
-        raise UserError(f"device={name} but no CUDA GPU is visible: use device=cpu or device=auto")
-    if env.distributed:
-        if env.local_rank >= visible:
-            raise UserError(f"{env.world_size} processes on this machine need {env.local_rank + 1}+ GPUs "
-                            f"but {visible} are visible: lower GPUS (or --nproc_per_node) to {visible}")
-        device = torch.device("cuda", env.local_rank)
-    return device
-
-
 def init(env: DistEnv, device: torch.device) -> None:
     """Join the process group (no-op for a single process)."""
     if not env.distributed or dist.is_initialized():

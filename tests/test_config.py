@@ -140,7 +140,8 @@ def test_the_config_loader_imports_neither_the_methods_nor_torch():
 # a different valid value for every key of NON_SEMANTIC
 OTHER_VALUES = {"name": "elsewhere", "out_dir": "/mnt/runs", "data.root": "/mnt/data", "data.download": False,
                 "device": "cpu", "data.num_workers": 3, "data.loader": "torchvision", "train.compile": True,
-                "train.log_every": 7, "eval.online_eval_every": 5, "eval.probe": "cached"}
+                "train.log_every": 7, "eval.online_eval_every": 5, "eval.probe": "cached",
+                "data.cache_dir": "/mnt/cache"}
 
 
 def test_every_non_semantic_key_exists_and_is_ignored_by_semantic_diff():

@@ -32,8 +32,11 @@ def test_auto_switches_follow_the_gpu_recipe_and_explicit_ones_hold_on_cpu():
     assert use_channels_last(CPU, True) and not use_channels_last(cuda, False)
     with pytest.raises(UserError, match="train.precision"):
         use_bf16(CPU, "fp16")
-    # the shipped config's boolean default keeps its documented meaning: channels-last on CUDA only
+    # the config's default "auto": channels-last on CUDA only; an explicit true holds on the CPU too
     assert not DeviceSetup.from_config(load_config(None, ["device=cpu"])).channels_last
+    assert DeviceSetup.from_config(load_config(None, ["device=cpu", "model.channels_last=true"])).channels_last
+    with pytest.raises(UserError, match="model.channels_last"):
+        load_config(None, ["model.channels_last=sometimes"])
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")

@@ -6,7 +6,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from repro.distributed import DistEnv, gather_with_grad, resolve_device
+from repro.device import resolve_device
+from repro.distributed import DistEnv, gather_with_grad
 from repro.cli import UserError
 from repro.losses.frossl import frossl_loss
 
