@@ -154,7 +154,8 @@ def test_torch_brings_its_cuda_libraries_and_pins_agree():
 def documented_docker_runs():
     """Every `docker run` command in the user-facing docs, continuation lines joined."""
     found = []
-    for name in ("README.md", "docs/docker.md", "Dockerfile"):
+    names = ["README.md", "Dockerfile", *(str(p.relative_to(ROOT)) for p in sorted((ROOT / "docs").glob("*.md")))]
+    for name in names:
         text = re.sub(r"\\\n\s*(#\s*)?", " ", (ROOT / name).read_text())
         found += [(name, m.group(0)) for m in re.finditer(r"docker run [^\n`]*", text)]
     return found
