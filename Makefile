@@ -75,11 +75,14 @@ fresh-machine-test: ## (root, ~4 GB of downloads) the README's two commands in a
 demo: setup ## CPU demo: FroSSL on bundled digits + linear probe vs random init (1-3 min on 2 CPU cores)
 	$(PYTHON) -m repro.demo $(ARGS)
 
-test: setup ## run the test suite (what CI runs; slow tests excluded)
-	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
+# pytest-xdist workers (each takes the cores / workers threads); the 15 slowest tests are printed
+TEST_WORKERS ?= 2
+TEST_FLAGS = -n $(TEST_WORKERS) --durations=15
+test: setup ## run the test suite (what CI runs; slow tests excluded; TEST_WORKERS=2)
+	$(PYTHON) -m pytest -m "not slow" $(TEST_FLAGS) $(PYTEST_ARGS)
 
 test-slow: setup ## run only the slow tests
-	$(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -m slow $(TEST_FLAGS) $(PYTEST_ARGS)
 
 train: setup ## pretrain: make train CONFIG=repro/configs/cifar10/frossl.yaml ARGS="optim.epochs=100 name=x"
 	$(PYTHON) -m repro.train $(CONFIG) data.cache_dir=$(CACHE_DIR) $(ARGS)
@@ -177,7 +180,7 @@ figure3: setup ## Figure 3: 5 STL-10 epochs, top-14 covariance eigenvalues of Fr
 figure4: setup ## Figure 4: ImageNet FroSSL vs Barlow Twins, 100 epochs (GPUS=4 splits the batch of 224; IMAGENET_DIR=)
 	+$(EXPERIMENTS) figure4 $(EXPERIMENT_FLAGS)
 
-claims: setup ## CPU claims profile on real CIFAR-10 (Table 3 / Figure 3 / ablation claims, 3 seeds, ~1 h on 2 cores) [PROFILE=claims-quick CIFAR10=archive]
+claims: setup ## CPU claims profile on real CIFAR-10 (Table 3 / Figure 3 / ablation claims, 3 seeds, est. ~1 h on 2 idle cores) [PROFILE=claims-quick CIFAR10=archive]
 	+$(EXPERIMENTS_EXT) claims $(EXPERIMENT_FLAGS) --profile "$(if $(filter paper,$(PROFILE)),claims,$(PROFILE))" --seeds "$(CLAIMS_SEEDS)"
 
 all: setup ## every experiment above, then the full check and the report

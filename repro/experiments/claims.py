@@ -98,7 +98,14 @@ def random_init_command(run_dir: Path, opts: Options) -> list[str]:
 
 
 def run_claims(opts: Options) -> int:
-    """Train, evaluate, collect and check the claims record (exit 1 on a FAIL or a failed step)."""
+    """Train, evaluate, collect and check the claims record (exit 1 on a FAIL or a failed step); a
+    stop signal is passed to the running step and nothing new starts (run.STOP, as every target)."""
+    from repro.experiments.run import STOP
+    with STOP:
+        return _run_claims(opts)
+
+
+def _run_claims(opts: Options) -> int:
     from repro.experiments.commands import check_command, collect_command
     from repro.experiments.plan import plan_runs
     from repro.experiments.preflight import preflight
