@@ -75,14 +75,11 @@ fresh-machine-test: ## (root, ~4 GB of downloads) the README's two commands in a
 demo: setup ## CPU demo: FroSSL on bundled digits + linear probe vs random init (1-3 min on 2 CPU cores)
 	$(PYTHON) -m repro.demo $(ARGS)
 
-# pytest-xdist workers (each takes the cores / workers threads); the 15 slowest tests are printed
-TEST_WORKERS ?= 2
-TEST_FLAGS = -n $(TEST_WORKERS) --durations=15
-test: setup ## run the test suite (what CI runs; slow tests excluded; TEST_WORKERS=2)
-	$(PYTHON) -m pytest -m "not slow" $(TEST_FLAGS) $(PYTEST_ARGS)
+test: setup ## run the test suite (what CI runs; slow tests excluded)
+	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
 
 test-slow: setup ## run only the slow tests
-	$(PYTHON) -m pytest -m slow $(TEST_FLAGS) $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
 
 train: setup ## pretrain: make train CONFIG=repro/configs/cifar10/frossl.yaml ARGS="optim.epochs=100 name=x"
 	$(PYTHON) -m repro.train $(CONFIG) data.cache_dir=$(CACHE_DIR) $(ARGS)
