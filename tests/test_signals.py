@@ -3,6 +3,8 @@ a scheduler's pre-emption send) reaches the trainer (one process, or torchrun an
 experiments runner; the trainer checkpoints at its step; nothing is left running; the same command
 resumes to weights bit-identical to an uninterrupted run. Tiny digits runs on CPU (tests/test_targets.py)."""
 import json
+import os
+import shlex
 import signal
 import subprocess
 import time
@@ -31,7 +33,6 @@ def make_command(*args):
 def start_and_stop(args, out, sig=signal.SIGTERM, after_step=5):
     """Start `make ARGS` in its own session, wait for a metrics line at `after_step` or later, send
     `sig` to make's PID only; returns (make's returncode, its output, the processes seen below make)."""
-    import os
     env = {**os.environ, "MAKEFLAGS": "", "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(make_command(*args), cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
@@ -56,15 +57,18 @@ def run_folder(out):
     return folders[0]
 
 
-@pytest.fixture(scope="module")
-def uninterrupted(tmp_path_factory):
-    out = tmp_path_factory.mktemp("signals") / "runs"
-    result = make(*table2_args(out))
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return final_weights(run_folder(out))
+def reference_weights(output, reference_out):
+    """The uninterrupted run: the train command the runner printed, into another folder (cheaper than
+    a second `make table2`: no probe, no check)."""
+    line = next(ln for ln in output.splitlines() if " -m repro.train " in ln)
+    command = [f"out_dir={reference_out}" if a.startswith("out_dir=") else a for a in shlex.split(line)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return final_weights(run_folder(reference_out))
 
 
-def test_sigterm_at_make_checkpoints_mid_epoch_leaves_nothing_and_resumes_identically(tmp_path, uninterrupted):
+def test_sigterm_at_make_checkpoints_mid_epoch_leaves_nothing_and_resumes_identically(tmp_path):
     import torch
     out = tmp_path / "runs"
     code, output, below = start_and_stop(table2_args(out), out)
@@ -82,7 +86,7 @@ def test_sigterm_at_make_checkpoints_mid_epoch_leaves_nothing_and_resumes_identi
     again = make(*table2_args(out))
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"resuming {run}" in again.stderr and "run 1/1 done" in again.stdout
-    assert identical(uninterrupted, final_weights(run))
+    assert identical(reference_weights(output, tmp_path / "reference"), final_weights(run))
 
 
 def test_sigterm_at_make_reaches_every_torchrun_rank(tmp_path):
@@ -114,7 +118,6 @@ STUBBORN = ("import signal, sys, time\n"
 def test_a_child_that_ignores_the_signal_is_killed_after_the_grace_period(tmp_path, capsys):
     """A step that does not end within stop_grace is SIGKILLed with its group; the target then
     raises Preempted (exit 143 through run_cli) and nothing starts after it."""
-    import os
     import sys
     import threading
 
