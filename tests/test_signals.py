@@ -135,3 +135,30 @@ def test_a_child_that_ignores_the_signal_is_killed_after_the_grace_period(tmp_pa
     assert stop.value.signum == signal.SIGTERM and time.monotonic() - started < 20
     said = capsys.readouterr().out
     assert "got TERM" in said and "SIGKILL to its group" in said and "must not run\n" not in said
+
+
+def test_progress_counts_distinct_runs_and_estimates_from_trained_ones():
+    from repro.experiments.run import Progress
+    progress = Progress(3)
+    assert progress.line("a", "start").startswith("run 1/3 start (a): elapsed 0:00:")
+    assert progress.line("a", "start").endswith("ETA after the first trained run")
+    done = progress.line("a", "done", seconds=100)
+    assert done.startswith("run 1/3 done (a)") and "ETA 0:03:20 (2 runs left x 0:01:40, the mean of 1 trained)" in done
+    skipped = progress.line("b", "skipped")          # found done: no time of its own
+    assert skipped.startswith("run 2/3 skipped (b)") and "ETA 0:01:40 (1 runs left" in skipped
+    assert progress.line("a", "done").startswith("run 1/3")   # a run shared by two parts keeps its number
+
+
+def test_ctrl_c_in_a_runner_used_alone_ends_its_child(tmp_path, capsys):
+    """Outside run_target (no StopRequest handlers) Ctrl-C is a KeyboardInterrupt in the runner: its
+    child, in its own session and so not reached by the terminal, is sent SIGTERM and waited for."""
+    import sys
+    import threading
+    runner = Runner(Options(out=tmp_path))
+    marker = tmp_path / "child.pid"
+    script = f"import os, time; open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    threading.Timer(2.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    with pytest.raises(KeyboardInterrupt):
+        runner.run([sys.executable, "-c", script])
+    pid = int(marker.read_text())
+    assert not os.path.exists(f"/proc/{pid}")   # ended and reaped

@@ -46,7 +46,6 @@ class StopRequest:
         """Installs the handlers (once: nested targets share them); outside the main thread, a no-op."""
         self._depth += 1
         if self._depth == 1 and threading.current_thread() is threading.main_thread():
-            self.signum, self.count = None, 0
             self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
         return self
 
@@ -55,7 +54,7 @@ class StopRequest:
         if self._depth == 0:
             for sig, handler in self._previous.items():
                 signal.signal(sig, handler)
-            self._previous = {}
+            self._previous, self.signum, self.count = {}, None, 0   # the next target starts afresh
 
     def check(self, what: str) -> None:
         """Raise Preempted (exit 128 + signal) if a stop signal came: nothing new starts after one."""
@@ -159,6 +158,16 @@ class Runner:
                 break
             except subprocess.TimeoutExpired:
                 pass
+            except BaseException:   # Ctrl-C without StopRequest's handlers (a Runner used alone), an error
+                below.update(descendants(process.pid))
+                send([process.pid], signal.SIGTERM)
+                try:
+                    process.wait(timeout=self.stop_grace)
+                except subprocess.TimeoutExpired:
+                    kill_group(process.pid)
+                    process.wait()
+                self.reap(process.pid, below)
+                raise
             now = time.monotonic()
             if STOP.signum and forwarded is None:
                 forwarded, deadline = STOP.signum, now + self.stop_grace
