@@ -11,7 +11,9 @@ a finished run is left as it is. Per step: two augmented views, each through the
 separately, the method's loss plus the online linear classifier on detached features, one optimizer
 step, the lr set by the warmup-cosine schedule. Device, bf16 autocast and channels-last come from
 repro/device.py (on by default on CUDA; the same code in fp32 on CPU). Metrics accumulate on the
-device and are read (one host sync) every `train.log_every` steps.
+device and are read (one host sync) every `train.log_every` steps, into RUN/metrics.jsonl and the
+same numbers as TensorBoard scalars in RUN/tb/ (`make tensorboard OUT=runs`; off, said once, when
+the tensorboard package is missing); on CUDA each line has peak_memory_gib.
 """
 from __future__ import annotations
 
@@ -35,8 +37,8 @@ from repro.methods import build_method
 from repro.optim import build_optimizer, scale_lr, set_lr
 from repro.seeds import step_seed
 from repro.spectra import SpectraTracker
-from repro.train_parts import (MetricsLog, MetricsWindow, Pretrainer, StopSignals, classifier_loss,  # noqa: F401 (re-exported)
-                               compile_forward, online_accuracy, trim_metrics)
+from repro.train_parts import (TENSORBOARD_DIR, MetricsLog, MetricsWindow, Pretrainer, StopSignals,  # noqa: F401
+                               classifier_loss, compile_forward, online_accuracy, trim_metrics)  # (re-exported)
 
 
 class TrainingDiverged(UserError):
@@ -72,8 +74,9 @@ def train(cfg: Config) -> dict:
     # ---- model, online classifier, optimizer, resume ---------------------------------------
     method, classifier, optimizer = build_model(cfg, setup, env)
     step = resume(checkpoint_path, method, classifier, optimizer)
+    if env.is_main:
+        trim_metrics(run_dir / "metrics.jsonl", step)   # step 0 too: an attempt that died before a checkpoint
     if step and env.is_main:
-        trim_metrics(run_dir / "metrics.jsonl", step)
         print(f"resuming {run_dir} at step {step}/{total_steps} (epoch {step / steps_per_epoch:.2f})", file=sys.stderr)
     if step >= total_steps:
         if env.is_main:
@@ -99,7 +102,10 @@ def train(cfg: Config) -> dict:
                               steps_per_epoch=steps_per_epoch) if cfg.train.spectra_every and env.is_main else None)
     online_top1 = float("nan")
     pretrainer.train()
-    with MetricsLog(run_dir / "metrics.jsonl", enabled=env.is_main) as metrics, StopSignals() as stop:
+    with MetricsLog(run_dir / "metrics.jsonl", enabled=env.is_main, tensorboard_dir=run_dir / TENSORBOARD_DIR,
+                    resume_step=step) as metrics, StopSignals() as stop:
+        if spectra:
+            metrics.follow(spectra.path, "spectra")
         for epoch in range(step // steps_per_epoch, cfg.optim.epochs):
             window = MetricsWindow(env.world_size)
             bar = progress(train_loader, epoch, first_batch=step - epoch * steps_per_epoch, cfg=cfg, show=env.is_main)
@@ -128,6 +134,8 @@ def train(cfg: Config) -> dict:
                             f"loss became non-finite by step {step} (epoch {epoch + 1}): the last good "
                             f"checkpoint is kept in {checkpoint_path}; lower optim.lr or check the data")
                     record.update(step=step, epoch=step / steps_per_epoch, lr=lr)
+                    if setup.cuda:   # the highest allocation since the process started, GiB
+                        record["peak_memory_gib"] = torch.cuda.max_memory_allocated(setup.device) / 2**30
                     metrics.write(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}", img_s=f"{record['images_per_s']:.0f}")
                 if stop.received and not end_of_epoch:

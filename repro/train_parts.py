@@ -1,9 +1,11 @@
-"""The pieces `repro.train.train` is assembled from: the step's module, the metrics window, stop
-signals, the compiled forward, the online validation."""
+"""The pieces `repro.train.train` is assembled from: the step's module, the metrics window, the
+metrics log (metrics.jsonl and its TensorBoard mirror), stop signals, the compiled forward, the
+online validation."""
 from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -104,17 +106,68 @@ class MetricsWindow:
         return record
 
 
-class MetricsLog:
-    """metrics.jsonl: one JSON line per record, flushed at once (a crash loses nothing written);
-    a no-op on ranks other than 0."""
+TENSORBOARD_DIR = "tb"   # inside the run folder: RUN/tb/events.out.tfevents.*
 
-    def __init__(self, path: Path, enabled: bool = True):
+
+class MetricsLog:
+    """metrics.jsonl: one JSON line per record, flushed at once (a crash loses nothing written); the
+    same numbers as TensorBoard scalars in `tensorboard_dir`, tag `metrics/<key>` at the record's
+    step ("step" and "epoch" are the axis, not scalars), flushed at the same points. A no-op on
+    ranks other than 0.
+
+    Resuming at step s: trim_metrics has kept the lines of steps <= s. TensorBoard is told to drop
+    every event of a step >= s (SummaryWriter's purge_step; TensorBoard's fast loader drops a
+    series' points at and after a step it sees again), then the kept lines of step s are written
+    again: each step's value appears once in the view, as in the file. `follow` mirrors another
+    JSONL file of the run (spectra.jsonl, whose own trimming drops steps >= s) at the same points."""
+
+    def __init__(self, path: Path, enabled: bool = True, *, tensorboard_dir: Path | None = None,
+                 resume_step: int = 0):
+        self.path = Path(path)
         self.file = open(path, "a") if enabled else None
+        self.board = open_tensorboard(tensorboard_dir, purge_step=resume_step) if enabled and tensorboard_dir else None
+        self._followed: list[list] = []   # [path, bytes already mirrored, tag prefix]
+        if self.board and resume_step:
+            kept = self.path.read_text().splitlines() if self.path.exists() else []
+            for record in (json.loads(line) for line in kept if line):
+                if record.get("step") == resume_step:
+                    self._add_scalars("metrics", record)
+            self.board.flush()
+
+    def follow(self, path: Path, prefix: str) -> None:
+        """Mirror the lines appended to the JSONL file `path` from now on as TensorBoard scalars
+        `<prefix>/<key>` at each line's "step"."""
+        if self.board:
+            self._followed.append([Path(path), Path(path).stat().st_size if Path(path).exists() else 0, prefix])
 
     def write(self, record: dict) -> None:
         if self.file:
             self.file.write(json.dumps(record) + "\n")
             self.file.flush()
+        if self.board:
+            self._add_scalars("metrics", record)
+            self._mirror_followed()
+            self.board.flush()
+
+    def _add_scalars(self, prefix: str, record: dict) -> None:
+        for key, value in record.items():
+            # JSON null (e.g. an infinite condition number) and the step/epoch axis are no scalars
+            if key not in ("step", "epoch") and isinstance(value, (int, float)) and not isinstance(value, bool):
+                self.board.add_scalar(f"{prefix}/{key}", value, global_step=record["step"])
+
+    def _mirror_followed(self) -> None:
+        for entry in self._followed:
+            path, done, prefix = entry
+            if not path.exists():
+                continue
+            with open(path, "rb") as f:
+                f.seek(done)
+                data = f.read()
+            complete = data[:data.rfind(b"\n") + 1]   # a line still being written waits for the next call
+            for line in complete.decode().splitlines():
+                if line:
+                    self._add_scalars(prefix, json.loads(line))
+            entry[1] = done + len(complete)
 
     def __enter__(self):
         return self
@@ -122,6 +175,23 @@ class MetricsLog:
     def __exit__(self, *exc):
         if self.file:
             self.file.close()
+        if self.board:
+            self._mirror_followed()
+            self.board.close()
+
+
+def open_tensorboard(directory: Path, purge_step: int):
+    """A SummaryWriter on `directory` that hides the events of steps >= purge_step written before,
+    or None when TensorBoard cannot be imported (a cluster node's own torch without the tensorboard
+    package): training goes on with metrics.jsonl, and this says so once, with the reason."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception as err:   # ImportError when missing; a broken install (e.g. protobuf) raises others
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        print(f"TensorBoard logging is off ({reason}); metrics.jsonl is written as usual. For {directory}/, "
+              f"install the tensorboard pinned in requirements.txt", file=sys.stderr)
+        return None
+    return SummaryWriter(str(directory), purge_step=purge_step)
 
 
 class StopSignals:
