@@ -167,6 +167,11 @@ def test_every_documented_docker_run_is_the_same_line():
     for name, run in runs:
         if "frossl-test" in run or re.search(r"frossl\s*(#|$)", run):
             continue  # the test image and `make help` need no GPU, data or results
+        if re.search(r"frossl make tensorboard\b", run):
+            # the viewer only reads the results mount: no GPU, data or /dev/shm; its port must be reachable
+            assert "--init" in run and re.search(r"-p \d+:6006\b|--network=host", run), f"{name}: {run!r}"
+            assert re.search(r"-v [^ ]+:/workspace/runs:ro\b", run), f"{name}: {run!r}: the results, read-only"
+            continue
         for flag in ("--gpus all", "--ipc=host", "--init"):
             assert flag in run, f"{name}: {run!r} lacks {flag}"
         assert re.search(r"-v [^ ]+:/data:ro", run), f"{name}: {run!r}: the data mount is read-only (:ro)"
