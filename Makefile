@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 # estimator (repro/experiments/plan.py summarize, at repro/gpu_check/estimate.py's reference GPU);
 # tests/test_make_help.py fails when one differs from it. `make -n TARGET` prints the same for any variables.
 HELP_PAPER := figure2 table2 table3 ablation figure3 figure4 claims all
-HELP_EVERYDAY := demo test test-slow train evaluate check report
+HELP_EVERYDAY := demo test test-slow train evaluate tensorboard check report
 HELP_DATA := data bench bench-data
 HELP_SETUP := setup gpu-check fresh-machine-test faults
 HELP_COST_figure2 := CPU, no training run
@@ -87,6 +87,13 @@ train: setup ## pretrain: make train CONFIG=repro/configs/cifar10/frossl.yaml AR
 evaluate: setup ## linear probe + k-NN of a run: make evaluate RUN=runs/cifar10-frossl ARGS="--probe cached"
 	@test -n "$(RUN)" || { echo "error: RUN is empty: make evaluate RUN=runs/<name>" >&2; exit 2; }
 	$(PYTHON) -m repro.evaluate $(RUN) $(ARGS)
+
+# every run folder's tb/ under OUT (the trainer writes it beside metrics.jsonl); --bind_all: reachable
+# from other machines and through docker run -p (README "Watching a run")
+TB_PORT ?= 6006
+.PHONY: tensorboard
+tensorboard: setup ## live view of the runs in OUT (loss terms, lr, online top-1/5, images/s): http://HOST:TB_PORT [OUT=runs TB_PORT=6006]
+	$(PYTHON) -m tensorboard.main --logdir "$(OUT)" --bind_all --port $(TB_PORT)
 
 FAULT_RUNS ?= 5
 .PHONY: faults
