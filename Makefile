@@ -75,11 +75,14 @@ fresh-machine-test: ## (root, ~4 GB of downloads) the README's two commands in a
 demo: setup ## CPU demo: FroSSL on bundled digits + linear probe vs random init (1-3 min on 2 CPU cores)
 	$(PYTHON) -m repro.demo $(ARGS)
 
-test: setup ## run the test suite (what CI runs; slow tests excluded)
-	$(PYTHON) -m pytest -m "not slow" $(PYTEST_ARGS)
+# pytest-xdist workers (each takes the cores / workers threads); the 15 slowest tests are printed
+TEST_WORKERS ?= 2
+TEST_FLAGS = -n $(TEST_WORKERS) --durations=15
+test: setup ## run the test suite (what CI runs; slow tests excluded; TEST_WORKERS=2)
+	$(PYTHON) -m pytest -m "not slow" $(TEST_FLAGS) $(PYTEST_ARGS)
 
 test-slow: setup ## run only the slow tests
-	$(PYTHON) -m pytest -m slow $(PYTEST_ARGS)
+	$(PYTHON) -m pytest -m slow $(TEST_FLAGS) $(PYTEST_ARGS)
 
 train: setup ## pretrain: make train CONFIG=repro/configs/cifar10/frossl.yaml ARGS="optim.epochs=100 name=x"
 	$(PYTHON) -m repro.train $(CONFIG) data.cache_dir=$(CACHE_DIR) $(ARGS)
@@ -155,22 +158,21 @@ VARIANT ?= paper
 RESULTS ?= $(OUT)/results
 DRY_RUN = $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run)
 EXPERIMENTS = $(PYTHON) -m repro.experiments
-# the entry that also takes --profile claims|claims-quick and --variant (repro/experiments/claims.py)
-EXPERIMENTS_EXT = $(PYTHON) -m repro.experiments.claims
 # claims: SEEDS only when set on the command line (else the profile's: 0 1 2, or 0 for claims-quick)
 CLAIMS_SEEDS = $(if $(filter command line environment override,$(origin SEEDS)),$(SEEDS))
 EXPERIMENT_FLAGS = $(DRY_RUN) --gpus "$(GPUS)" --out "$(OUT)" --data-dir "$(DATA_DIR)" \
   --imagenet-dir "$(IMAGENET_DIR)" --cifar10 "$(CIFAR10)" --methods "$(METHODS)" --datasets "$(DATASETS)" \
   --seeds "$(SEEDS)" --epochs "$(EPOCHS)" --profile "$(PROFILE)" --probe "$(PROBE)" \
   --overrides "$(OVERRIDES)" --prepare-data "$(PREPARE_DATA)" --spectra-every "$(SPECTRA_EVERY)" \
-  --nnodes "$(NNODES)" --node-rank "$(NODE_RANK)" --master-addr "$(MASTER_ADDR)" --master-port "$(MASTER_PORT)"
+  --nnodes "$(NNODES)" --node-rank "$(NODE_RANK)" --master-addr "$(MASTER_ADDR)" --master-port "$(MASTER_PORT)" \
+  --variant "$(VARIANT)" --cache-dir "$(CACHE_DIR)"
 
 .PHONY: table2 table3 figure2 figure3 figure4 ablation claims all check report
 figure2: setup ## Figure 2: eq. 8 vs Barlow variant, linear maps on 1024 CIFAR-10 images (CPU, ~1 min); then its check
 	+$(EXPERIMENTS) figure2 $(EXPERIMENT_FLAGS)
 
 table2: setup ## Table 2: linear probe, 12 rows x CIFAR-10/100 (1000 ep.), STL-10 (500 ep.) [METHODS= DATASETS= SEEDS= GPUS= VARIANT=authors]
-	+$(if $(filter-out paper,$(VARIANT)),$(EXPERIMENTS_EXT) table2 $(EXPERIMENT_FLAGS) --variant "$(VARIANT)",$(EXPERIMENTS) table2 $(EXPERIMENT_FLAGS))
+	+$(EXPERIMENTS) table2 $(EXPERIMENT_FLAGS)
 
 table3: setup ## Table 3: STL-10 online top-1 at epochs 3-100 (the STL-10 runs of Table 2, stopped after epoch 100)
 	+$(EXPERIMENTS) table3 $(EXPERIMENT_FLAGS)
@@ -185,7 +187,7 @@ figure4: setup ## Figure 4: ImageNet FroSSL vs Barlow Twins, 100 epochs (GPUS=4 
 	+$(EXPERIMENTS) figure4 $(EXPERIMENT_FLAGS)
 
 claims: setup ## CPU claims profile on real CIFAR-10 (Table 3 / Figure 3 / ablation claims, 3 seeds, est. ~1 h on 2 idle cores) [PROFILE=claims-quick CIFAR10=archive]
-	+$(EXPERIMENTS_EXT) claims $(EXPERIMENT_FLAGS) --profile "$(if $(filter paper,$(PROFILE)),claims,$(PROFILE))" --seeds "$(CLAIMS_SEEDS)"
+	+$(EXPERIMENTS) claims $(EXPERIMENT_FLAGS) --profile "$(if $(filter paper,$(PROFILE)),claims,$(PROFILE))" --seeds "$(CLAIMS_SEEDS)"
 
 all: setup ## every experiment above, then the full check and the report
 	+$(EXPERIMENTS) all $(EXPERIMENT_FLAGS)

@@ -9,8 +9,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
-# Two cores: keep intra-op threads at 2 so tests do not oversubscribe.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Intra-op threads: the cores shared among pytest-xdist's workers, at most 2 per process, so that
+# parallel workers do not oversubscribe the machine.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
 
 
 def pytest_configure(config):

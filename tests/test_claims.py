@@ -102,7 +102,7 @@ def claims_result(results: Path, cells: dict, profile: str = "claims") -> None:
     stem = "claims" if profile == "claims" else "claims-quick"
     (results / f"{stem}.json").write_text(json.dumps(
         {"experiment": "claims", "profile": profile, "variant": "", "created": "2026-11-30T16:00:00+00:00",
-         "command": "python -m repro.experiments.claims claims", "environment": {"torch": "2.14.1"},
+         "command": "python -m repro.experiments claims", "environment": {"torch": "2.14.1"},
          "cells": cells}))
 
 
@@ -154,7 +154,7 @@ def test_record_writes_provenance_and_spread_tolerances(tmp_path, monkeypatch):
     out = record_claims(Options(out=tmp_path, profile="claims"))
     assert out == expected / "claims" / "claims.yaml"
     text = out.read_text()
-    assert "recorded by `python -m repro.experiments.claims record --profile claims`" in text
+    assert "recorded by `python -m repro.experiments record claims --profile claims`" in text
     recorded = yaml.safe_load(text)["cells"]
     assert set(recorded) == {"probe_top1/frossl", "probe_top1/random_init"}   # comparable cells only
     assert recorded["probe_top1/frossl"]["command"] == "make claims PROFILE=claims"
@@ -171,7 +171,7 @@ def test_record_writes_provenance_and_spread_tolerances(tmp_path, monkeypatch):
 
 
 def test_record_without_a_result_is_a_user_error(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "repro.experiments.claims", "record", "--profile", "claims-quick",
+    result = subprocess.run([sys.executable, "-m", "repro.experiments", "record", "claims", "--profile", "claims-quick",
                              "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert result.returncode == 2 and result.stderr.startswith("error: record needs a collected claims result")
 
@@ -189,7 +189,7 @@ def test_tiny_claims_end_to_end(tmp_path):
     images = unpack_archive(SHARED_CIFAR, tmp_path / "cifar", {"train": 8, "test": 4})
     out = tmp_path / "runs"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "repro.experiments.claims", "claims", "--out", str(out), "--cifar10", str(images),
+    command = [sys.executable, "-m", "repro.experiments", "claims", "--out", str(out), "--cifar10", str(images),
                "--data-dir", str(tmp_path / "data"), "--methods", "frossl,barlow_twins", "--profile", "claims-quick",
                "--overrides", TINY]
     result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=300, env=env)

@@ -25,6 +25,9 @@ def dry_run(target: str, opts: Options, capsys) -> tuple[list[str], list[str]]:
     """(run names of the train commands, run folders of the evaluate commands) a dry run prints."""
     run_target(target, replace(opts, dry_run=True))
     out = capsys.readouterr().out
+    plan = re.search(r"# plan: \S+: (\d+) distinct training runs \((\d+) new", out)   # printed at the start
+    assert plan and out.index("# plan:") < out.index("-m repro.train"), out[:2000]
+    assert int(plan.group(2)) == len(set(re.findall(r"-m repro\.train \S+ name=(\S+)", out)))
     trains = re.findall(r"-m repro\.train \S+ name=(\S+)", out)
     probes = re.findall(r"-m repro\.evaluate (\S+)", out)
     return trains, probes
@@ -46,6 +49,7 @@ def test_all_counts_each_distinct_run_once(tmp_path, capsys):
     opts = Options(out=tmp_path / "runs", data_dir=str(tmp_path / "data"))
     summary = summarize(ALL, opts)
     trains, _ = dry_run("all", opts, capsys)
+    assert len(trains) == len(set(trains))                               # each distinct run printed once
     assert set(trains) == {n for n, s in summary.states.items() if s != "MISSING"}
     assert len(summary.states) == len({s.name for s in plan_runs(ALL, opts)})
     parts = [summarize(EXPERIMENTS[p.name], opts) for p in ALL.parts]

@@ -1,12 +1,9 @@
-"""The CPU claims profile (`make claims`, docs/claims.md) and the VARIANT / claims-profile options.
+"""The CPU claims profile (`make claims`, docs/claims.md): its data, runs and recorded references.
 
-    python -m repro.experiments.claims claims [--profile claims|claims-quick] [--cifar10 ARCHIVE] ...
-    python -m repro.experiments.claims record --profile claims      # store the measured references
-    python -m repro.experiments.claims table2 --variant authors     # any target, with VARIANT
+    python -m repro.experiments claims [--profile claims|claims-quick] [--cifar10 ARCHIVE] ...
+    python -m repro.experiments record claims --profile claims      # store the measured references
 
-It takes every option of `python -m repro.experiments` plus `--profile claims|claims-quick` and
-`--variant paper|authors`, which that command line does not offer yet; every other target is handed
-on unchanged. The claims target:
+The claims target:
 1. prepares CIFAR-10 as an image folder under DATA_DIR/cifar10-images (train/<class>/, test/<class>/):
    unpacked from the JPEG archive given as CIFAR10=..., or written as PNG from torchvision's
    cifar-10-batches-py in DATA_DIR (downloaded first when PREPARE_DATA=auto);
@@ -17,18 +14,16 @@ on unchanged. The claims target:
 """
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import pickle
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import yaml
 
-from repro.cli import UserError, run_cli
-from repro.experiments.options import CONFIG_VARIANTS, PROFILES, Options
+from repro.cli import UserError
+from repro.experiments.options import Options
 
 IMAGE_FOLDER = "cifar10-images"   # under DATA_DIR: the claims runs' data.root
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -132,8 +127,8 @@ def _run_claims(opts: Options) -> int:
             runner.run(random_init_command(run_dir, opts))
         elif done:
             runner.say(f"random initialisation of {spec.name}: evaluated, skipped")
-    if opts.dry_run:   # the collect line of this entry (the plain one has no claims profile)
-        runner.run([opts.python, "-m", "repro.experiments.claims", *collect_command(opts, "claims")[3:]])
+    if opts.dry_run:
+        runner.run(collect_command(opts, "claims"))
     else:
         collect(CLAIMS, opts)
     code = runner.run(check_command(opts, ["claims"], None, stem="check_claims"))
@@ -201,7 +196,7 @@ def record_claims(opts: Options) -> Path:
     out = package.EXPECTED_DIR / opts.profile / "claims.yaml"
     out.parent.mkdir(exist_ok=True)
     header = (f"# claims, PROFILE={opts.profile}: reference values MEASURED by this project (not the paper's),\n"
-              f"# recorded by `python -m repro.experiments.claims record --profile {opts.profile}` from {path}.\n"
+              f"# recorded by `python -m repro.experiments record claims --profile {opts.profile}` from {path}.\n"
               f"# tolerance = max({TOLERANCE_SPREADS:g} x seed std, {TOLERANCE_RELATIVE:g} x |value|, "
               f"{TOLERANCE_FLOOR:g}) (repro/experiments/claims.py reference_tolerance).\n")
     atomic_write_text(out, header + yaml.safe_dump({"experiment": "claims", "profile": opts.profile,
@@ -210,65 +205,13 @@ def record_claims(opts: Options) -> Path:
     return out
 
 
-# ---- the command line --------------------------------------------------------------------------
+# ---- the entry of `python -m repro.experiments claims` ------------------------------------------
 
-def parse(argv: list[str]) -> tuple[str, Options]:
-    """The options of `python -m repro.experiments` with --profile (all of PROFILES) and --variant."""
-    from repro.experiments.cli import parse_options
-    extra = argparse.ArgumentParser(add_help=False)
-    extra.add_argument("--profile", default=None)
-    extra.add_argument("--variant", default="paper")
-    known, rest = extra.parse_known_args(argv)
-    target = next((a for a in rest if not a.startswith("-")), "")
-    profile = known.profile or ("claims" if target in ("claims", "record", "collect") else "paper")
-    if profile not in PROFILES:
-        raise UserError(f"PROFILE={profile}: choose {', '.join(PROFILES)}")
-    variant = known.variant or "paper"
-    if variant not in CONFIG_VARIANTS:
-        raise UserError(f"VARIANT={variant}: choose {' or '.join(CONFIG_VARIANTS)}")
-    if target == "claims" and profile not in CLAIM_PROFILES:
-        raise UserError(f"make claims PROFILE={profile}: the claims target has the profiles "
+def run_claims_target(experiment, opts: Options) -> int:
+    """The claims target: CIFAR-10 as an image folder (the runs' data.root), then run_claims."""
+    if opts.profile not in CLAIM_PROFILES:
+        raise UserError(f"make claims PROFILE={opts.profile}: the claims target has the profiles "
                         f"{' and '.join(CLAIM_PROFILES)} (default claims)")
-    if target == "record":
-        rest = [a if a != "record" else "collect" for a in rest]   # parsed as a sub-command, never run here
-    args, opts = parse_options(rest + ["--profile", "paper" if profile in CLAIM_PROFILES else profile])
-    opts = replace(opts, profile=profile, config_variant=variant)
-    if target in ("claims", "record", "collect") and not _given(rest, "--seeds"):
-        opts = replace(opts, seeds=profile_seeds(profile))
-    return target, opts
-
-
-def _given(argv: list[str], flag: str) -> bool:
-    """The last occurrence of a flag has a non-empty value (the Makefile passes its own --seeds "" after
-    the generic --seeds "0" when SEEDS was not set on the command line; argparse keeps the last)."""
-    value = None
-    for i, arg in enumerate(argv):
-        if arg.startswith(flag + "="):
-            value = arg.split("=", 1)[1]
-        elif arg == flag and i + 1 < len(argv):
-            value = argv[i + 1]
-    return value is not None and bool(value.strip())
-
-
-def main(argv: list[str]) -> int:
-    target, opts = parse(argv)
-    if target == "record":
-        record_claims(opts)
-        return 0
-    if target == "collect":
-        from repro.experiments.results import collect
-        from repro.experiments.table import CLAIMS
-        collect(CLAIMS, opts)
-        return 0
-    if target != "claims":
-        from repro.experiments.run import run_target
-        from repro.experiments.table import EXPERIMENTS, rows_for
-        record = EXPERIMENTS[target]
-        if opts.config_variant != "paper":   # VARIANT: the record's rows with their variant configs
-            rows = rows_for(record, opts.config_variant)
-            methods = tuple(dict(zip(record.rows, rows)).get(m, m) for m in opts.methods)
-            record, opts = replace(record, rows=rows), replace(opts, methods=methods)
-        return run_target(record, opts)
     folder = Path(opts.data_dir) / IMAGE_FOLDER
     if opts.dry_run:
         print(f"# data: CIFAR-10 as an image folder in {folder} (from {opts.cifar10 or opts.data_dir})", flush=True)
@@ -276,7 +219,3 @@ def main(argv: list[str]) -> int:
         folder = prepare_image_folder(opts)
     # the folder is the runs' data.root; the generic data steps (torchvision's layout) do not apply
     return run_claims(replace(opts, data_dir=str(folder), prepare_data="none", probe="cached"))
-
-
-if __name__ == "__main__":
-    run_cli(main)

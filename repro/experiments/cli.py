@@ -7,11 +7,12 @@ import shlex
 from pathlib import Path
 
 from repro.cli import UserError
+from repro.experiments.claims import CLAIM_PROFILES, profile_seeds, record_claims, run_claims_target
 from repro.experiments.data_steps import download
-from repro.experiments.options import ROOT, Options, words
+from repro.experiments.options import CONFIG_VARIANTS, PROFILES, ROOT, Options, words
 from repro.experiments.results import collect, record_short
 from repro.experiments.run import run_target
-from repro.experiments.table import EXPERIMENTS
+from repro.experiments.table import EXPERIMENTS, with_variant
 
 USAGE = """Every paper experiment end to end: prepare data, train what is missing, resume what is
 unfinished, skip what is done, evaluate, write results, check them against the paper.
@@ -64,9 +65,13 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
                         help="Figure 2's CIFAR-10 (default DATA_DIR; a .tar.gz of the image folder works)")
     parser.add_argument("--methods", default="", help="rows (config names), comma or space separated; default: all")
     parser.add_argument("--datasets", default="", help="datasets; default: the experiment's")
-    parser.add_argument("--seeds", default="0", help="seeds, e.g. '0 1 2'")
+    parser.add_argument("--seeds", default="", help="seeds, e.g. '0 1 2' (default 0; the claims profiles: their own)")
     parser.add_argument("--epochs", default="", help="override every run's epochs (NOT-COMPARABLE)")
-    parser.add_argument("--profile", default="paper", choices=["paper", "short"])
+    parser.add_argument("--profile", default="", choices=["", *PROFILES],
+                        help="the budget: paper, short, or the CPU claims profiles (default: the target's first)")
+    parser.add_argument("--variant", default="paper", choices=CONFIG_VARIANTS,
+                        help="authors: rows with an authors'-code config train it (Table 2's FroSSL row)")
+    parser.add_argument("--cache-dir", default="", help="derived files (FFCV); default OUT/cache")
     parser.add_argument("--probe", default="", choices=["", "full", "cached"], help="linear probe (default: the config's)")
     parser.add_argument("--overrides", default="", help="extra key=value config overrides for every run (NOT-COMPARABLE)")
     parser.add_argument("--prepare-data", default="auto", choices=["auto", "none"],
@@ -79,7 +84,7 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
     args = parser.parse_args(argv)
     try:
         gpus = int(args.gpus or 1)
-        seeds = tuple(int(s) for s in words(args.seeds)) or (0,)
+        seeds = tuple(int(s) for s in words(args.seeds))
         epochs = int(args.epochs) if str(args.epochs).strip() else None
         spectra_every = int(args.spectra_every)
     except ValueError as err:
@@ -101,22 +106,43 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
                         f"reachable from every node> on every node")
     if not 0 < master_port < 65536:
         raise UserError(f"MASTER_PORT={master_port}: choose a free TCP port in 1..65535 (default 29500)")
+    # a record's first profile is its default (claims: the CPU claims profile); `record` and `collect`
+    # take the named experiment's
+    named = EXPERIMENTS.get(args.target) or EXPERIMENTS.get(args.name or "")
+    profile = args.profile or (named.profiles[0] if named else "paper")
     if Path.cwd().resolve() != ROOT:  # commands run in the repository: paths given elsewhere become absolute
-        for key in ("out", "data_dir", "imagenet_dir", "cifar10"):
+        for key in ("out", "data_dir", "imagenet_dir", "cifar10", "cache_dir"):
             if getattr(args, key):
                 setattr(args, key, str(Path(getattr(args, key)).resolve()))
     opts = Options(out=Path(args.out), data_dir=args.data_dir, imagenet_dir=args.imagenet_dir, cifar10=args.cifar10,
                    gpus=gpus, methods=tuple(words(args.methods)), datasets=tuple(words(args.datasets)),
-                   seeds=seeds, epochs=epochs, profile=args.profile, probe=args.probe,
+                   seeds=seeds or default_seeds(profile), epochs=epochs, profile=profile, probe=args.probe,
+                   config_variant=args.variant, cache_dir=args.cache_dir,
                    overrides=tuple(shlex.split(args.overrides)), prepare_data=args.prepare_data,
                    spectra_every=spectra_every, dry_run=args.dry_run, nnodes=nnodes, node_rank=node_rank,
                    master_addr=master_addr, master_port=master_port)
     return args, opts
 
 
+def default_seeds(profile: str) -> tuple[int, ...]:
+    """SEEDS when not given: 0, or a claims profile's own (expected_results/claims.yaml)."""
+    return profile_seeds(profile) if profile in CLAIM_PROFILES else (0,)
+
+
+def record(name: str, opts: Options) -> None:
+    """Measured references: a claims profile's (expected_results/<profile>/claims.yaml), else PROFILE=short's."""
+    if opts.profile in CLAIM_PROFILES:
+        record_claims(opts)
+    else:
+        record_short(name, opts)
+
+
 SUBCOMMANDS = {"collect": lambda name, opts: collect(name, opts),
-               "record": lambda name, opts: record_short(name, opts),
+               "record": record,
                "download": lambda name, opts: download(name, opts.data_dir)}
+# records whose target needs more than run_target's train -> evaluate -> collect -> check: the claims
+# profile first makes CIFAR-10 an image folder and adds a random-initialisation baseline row
+OWN_RUNNERS = {"claims": run_claims_target}
 
 
 def main(argv: list[str]) -> int:
@@ -124,4 +150,5 @@ def main(argv: list[str]) -> int:
     if args.target in SUBCOMMANDS:
         SUBCOMMANDS[args.target](args.name or "", opts)
         return 0
-    return run_target(args.target, opts)
+    experiment, opts = with_variant(EXPERIMENTS[args.target], opts)
+    return OWN_RUNNERS.get(experiment.name, run_target)(experiment, opts)

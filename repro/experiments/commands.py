@@ -70,4 +70,8 @@ def option_args(opts: Options) -> list[str]:
         args += ["--imagenet-dir", opts.imagenet_dir]
     if opts.cifar10:
         args += ["--cifar10", opts.cifar10]
+    if opts.config_variant != "paper":
+        args += ["--variant", opts.config_variant]
+    if opts.cache_dir:
+        args += ["--cache-dir", opts.cache_dir]
     return args

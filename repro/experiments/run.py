@@ -15,7 +15,8 @@ from repro.experiments.commands import (check_command, collect_command, evaluate
                                         report_command, train_command)
 from repro.experiments.data_steps import data_steps
 from repro.experiments.options import ROOT, Options
-from repro.experiments.plan import RunSpec, missing_reason, narrow, plan_runs, registered_methods
+from repro.experiments.plan import (RunSpec, missing_reason, narrow, plan_runs, registered_methods, summarize,
+                                    summary_lines)
 from repro.experiments.preflight import preflight
 from repro.experiments.results import collect
 from repro.experiments.state import eval_state, online_by_epoch, train_state
@@ -258,6 +259,11 @@ def run_specs(specs: list[RunSpec], opts: Options, runner: Runner) -> None:
     evaluate_later: list[tuple[RunSpec, str]] = []
     for spec in specs:
         label = f"{spec.dataset}/{spec.row} seed {spec.seed} ({spec.name})"
+        if opts.dry_run and runner.progress is not None:   # a run shared by several parts: listed once
+            if spec.name in runner.progress.index:
+                runner.say(f"{label}: listed above (shared with an earlier part), trained once")
+                continue
+            runner.progress.index[spec.name] = len(runner.progress.index) + 1
         reason = missing_reason(spec, methods)
         if reason:
             runner.say(f"{label}: MISSING ({reason})")
@@ -339,8 +345,9 @@ def _run_target(exp: Experiment, opts: Options, progress: Progress | None) -> in
             runner.run(exp.script(opts))
     if exp.trains:
         specs = plan_runs(exp, opts)
-        if progress is None:    # this record is the whole target: its checks, its run count
+        if progress is None:    # this record is the whole target: its checks, its plan, its run count
             planned = preflight(specs, opts)  # before anything runs: every check of preflight.py
+            say_plan(exp, opts)
             runner.progress = Progress(len(planned))
         run_specs(specs, opts, runner)
     if exp.note:
@@ -360,11 +367,18 @@ def _run_target(exp: Experiment, opts: Options, progress: Progress | None) -> in
     return int(bool(code or runner.failures))
 
 
+def say_plan(exp: Experiment, opts: Options) -> None:
+    """The `# plan:` lines (distinct trainings and probes, estimated GPU-hours, disk, downloads)."""
+    for line in summary_lines(summarize(exp, opts)):
+        print(line, flush=True)
+
+
 def run_union(exp: Experiment, opts: Options) -> int:
     """A union record (`all`): the whole plan checked first, then each part with the options that
     apply to it (its own check at its end), then the full check and the report on node 0."""
     runner = Runner(opts)
     planned = preflight(plan_runs(exp, opts), opts)   # every part's runs, before the first one starts
+    say_plan(exp, opts)
     progress = Progress(len(planned))                # each distinct run counted once
     code = 0
     for part in exp.parts:

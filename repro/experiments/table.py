@@ -144,6 +144,17 @@ def rows_for(exp: Experiment, variant: str) -> tuple[str, ...]:
                                                              for d in exp.datasets) else r for r in exp.rows)
 
 
+def with_variant(exp: Experiment, opts):
+    """The record and options under VARIANT: the record's rows become their variant configs, and
+    METHODS naming a paper row select its variant row."""
+    from dataclasses import replace
+    rows = rows_for(exp, opts.config_variant)
+    if rows == exp.rows:
+        return exp, opts
+    methods = tuple(dict(zip(exp.rows, rows)).get(m, m) for m in opts.methods)
+    return replace(exp, rows=rows), replace(opts, methods=methods)
+
+
 def paper_row(row: str) -> str:
     """The paper's row a variant row is compared with (frossl_authors -> frossl)."""
     return next((paper for paper, variant in AUTHORS_ROWS.items() if variant == row), row)
