@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 # ---- make help: the targets grouped by task, each paper target with its estimated cost, the main
 # variables with their values. A target with a `##` comment that no group names is listed under "Other".
 # HELP_COST_<target>: GPU-hours of the target's whole plan at the default variables, from the one
-# estimator (repro/experiments/plan.py summarize, at repro/gpu_check/estimate.py's reference GPU);
+# estimator (repro/experiments/summary.py summarize, at repro/gpu_check/estimate.py's reference GPU);
 # tests/test_make_help.py fails when one differs from it. `make -n TARGET` prints the same for any variables.
 HELP_PAPER := figure2 table2 table3 ablation figure3 figure4 claims all
 HELP_EVERYDAY := demo test test-slow train evaluate tensorboard check report

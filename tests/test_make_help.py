@@ -1,15 +1,14 @@
 """`make help`: every documented target listed once, grouped by task, the paper targets' costs equal
-to the plan summary's estimate (repro/experiments/plan.py), the main variables with their values.
+to the plan summary's estimate (repro/experiments/summary.py), the main variables with their values.
 No Python environment is needed by `make help` itself (it is the default goal on a fresh machine)."""
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from repro.experiments import EXPERIMENTS, Options
-from repro.experiments.plan import gpu_hours, summarize
+from repro.experiments.summary import gpu_hours, summarize
 from tests.conftest import ROOT
 
 MAKEFILE = (ROOT / "Makefile").read_text()

@@ -8,7 +8,7 @@ from dataclasses import replace
 import pytest
 
 from repro.experiments import ALL, EXPERIMENTS, TABLE2, Options, plan_runs, run_target
-from repro.experiments.plan import summarize, summary_lines
+from repro.experiments.summary import summarize, summary_lines
 from repro.experiments.state import planned_epochs
 from repro.formats.beton import beton_path
 from repro.gpu_check.estimate import REFERENCE_GPU

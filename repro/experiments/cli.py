@@ -12,7 +12,8 @@ from repro.experiments.data_steps import download
 from repro.experiments.options import CONFIG_VARIANTS, PROFILES, ROOT, Options, words
 from repro.experiments.results import collect, record_short
 from repro.experiments.run import run_target
-from repro.experiments.table import EXPERIMENTS, with_variant
+from repro.experiments.table import EXPERIMENTS
+from repro.experiments.variants import with_variant
 
 USAGE = """Every paper experiment end to end: prepare data, train what is missing, resume what is
 unfinished, skip what is done, evaluate, write results, check them against the paper.

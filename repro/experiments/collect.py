@@ -13,6 +13,7 @@ from repro.cli import UserError
 from repro.experiments.options import Options
 from repro.experiments.plan import RunSpec, missing_reason, registered_methods, run_spec
 from repro.experiments.state import finished, online_by_epoch, planned_epochs, probe_kind, seeds_on_disk
+from repro.experiments.variants import paper_row, rows_for
 
 if TYPE_CHECKING:
     from repro.experiments.table import Experiment
@@ -72,7 +73,6 @@ def runs_on_disk(exp: Experiment, opts: Options, row: str, dataset: str,
 def collect_probe_top1(exp: Experiment, opts: Options) -> dict:
     """Table 2: linear-probe top-1 x 100 of each finished run, dataset/row; the paper's "Average"
     column when a row has every dataset. A cached-probe result counts, as NOT-COMPARABLE."""
-    from repro.experiments.table import paper_row, rows_for
     per_cell: dict[str, list] = {}
     missing: dict[str, str] = {}
     methods = registered_methods()
@@ -213,7 +213,6 @@ def collect_claims(exp: Experiment, opts: Options) -> dict:
     saturation step (entropy_epoch1/row, ...). A run on disk that did not finish (its loss went
     non-finite: the trainer stops with "loss became non-finite", or it was interrupted) is listed under
     `unfinished`, never dropped silently; its online accuracies before the stop are kept."""
-    from repro.experiments.table import CLAIMS_RANDOM_INIT_ROW
     from repro.spectra import read_spectra, spectral_entropy, summarize
     per_cell: dict[str, list] = {}
     missing: dict[str, str] = {}
@@ -234,7 +233,7 @@ def collect_claims(exp: Experiment, opts: Options) -> dict:
                     unfinished.setdefault(row, []).append(run_dir.name)
                     continue
                 epochs = planned_epochs(spec, opts)
-                evals = [("", row)] + ([("_random_init", "random_init")] if row == CLAIMS_RANDOM_INIT_ROW else [])
+                evals = [("", row)] + ([("_random_init", "random_init")] if row == exp.rows[0] else [])
                 for tail, label in evals:
                     path = run_dir / f"eval_cached{tail}.json"
                     result = json.loads(path.read_text()) if path.exists() else {}

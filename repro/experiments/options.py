@@ -12,7 +12,7 @@ EXPECTED_DIR = ROOT / "expected_results"
 # PROFILE values: the paper's budgets, the reduced `short` one, and the CPU claims profile (repro/experiments/claims.py)
 PROFILES = ("paper", "short", "claims", "claims-quick")
 # VARIANT values: `authors` trains repro/configs/<dataset>/<row>_authors.yaml instead of <row>.yaml
-# for the rows that have one (repro/experiments/table.py AUTHORS_ROWS)
+# for the rows that have one (repro/experiments/variants.py AUTHORS_ROWS)
 CONFIG_VARIANTS = ("paper", "authors")
 
 

@@ -15,9 +15,9 @@ from repro.experiments.commands import (check_command, collect_command, evaluate
                                         report_command, train_command)
 from repro.experiments.data_steps import data_steps
 from repro.experiments.options import ROOT, Options
-from repro.experiments.plan import (RunSpec, missing_reason, narrow, plan_runs, registered_methods, summarize,
-                                    summary_lines)
+from repro.experiments.plan import RunSpec, missing_reason, narrow, plan_runs, registered_methods
 from repro.experiments.preflight import preflight
+from repro.experiments.summary import summarize, summary_lines
 from repro.experiments.results import collect
 from repro.experiments.state import eval_state, online_by_epoch, train_state
 from repro.experiments.table import EXPERIMENTS, Experiment

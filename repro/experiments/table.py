@@ -121,50 +121,17 @@ CLAIMS_PROTOCOL = ("data.dataset=imagefolder", "data.image_size=32", "data.downl
                    "optim.epochs=6", "optim.warmup_epochs=3", "eval.online_eval_every=2", "eval.probe=cached",
                    "train.spectra_every=5")
 CLAIMS_ROWS = ("frossl", "barlow_twins", "vicreg", "simclr", "frossl_nologs")
-CLAIMS_RANDOM_INIT_ROW = "frossl"   # its runs' encoders at initialisation give the random-init baseline row
+CLAIMS_RANDOM_INIT_ROW = CLAIMS_ROWS[0]   # its runs' encoders at initialisation give the random-init baseline row
 CLAIMS = Experiment(
     "claims", "CPU profile on real CIFAR-10: Table 3's early-learning, Figure 3's and the ablation's claims, 3 seeds",
     rows=CLAIMS_ROWS, datasets=("cifar10",), takes_datasets=False,
     runs=Runs(prefix="claims-", overrides=CLAIMS_PROTOCOL), profiles=("claims", "claims-quick"),
     collect=collect_claims, check_own_rows=True)
 
-# VARIANT=authors: these rows train repro/configs/<dataset>/<row>_authors.yaml (the authors' code's
-# settings, README "Deviations and choices") and are compared with the paper's <row> cells
-AUTHORS_ROWS = {"frossl": "frossl_authors"}
-
-
-def rows_for(exp: Experiment, variant: str) -> tuple[str, ...]:
-    """The record's rows under VARIANT: with `authors`, each row of AUTHORS_ROWS that has an authors'
-    config for one of the record's datasets is replaced by it (Table 2 only: a record sharing runs
-    with other records keeps its rows, so they are never trained twice under two names)."""
-    if variant == "paper" or exp.name not in VARIANT_RECORDS:
-        return exp.rows
-    from repro.experiments.options import CONFIG_DIR
-    return tuple(AUTHORS_ROWS[r] if r in AUTHORS_ROWS and any((CONFIG_DIR / d / f"{AUTHORS_ROWS[r]}.yaml").exists()
-                                                             for d in exp.datasets) else r for r in exp.rows)
-
-
-def with_variant(exp: Experiment, opts):
-    """The record and options under VARIANT: the record's rows become their variant configs, and
-    METHODS naming a paper row select its variant row."""
-    from dataclasses import replace
-    rows = rows_for(exp, opts.config_variant)
-    if rows == exp.rows:
-        return exp, opts
-    methods = tuple(dict(zip(exp.rows, rows)).get(m, m) for m in opts.methods)
-    return replace(exp, rows=rows), replace(opts, methods=methods)
-
-
-def paper_row(row: str) -> str:
-    """The paper's row a variant row is compared with (frossl_authors -> frossl)."""
-    return next((paper for paper, variant in AUTHORS_ROWS.items() if variant == row), row)
-
-
 ALL = Experiment("all", "all of the above, then the full check and the report",
                  parts=(FIGURE2, TABLE2, TABLE3, FIGURE3, FIGURE4))
 
 EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (FIGURE2, TABLE2, TABLE3, ABLATION, FIGURE3, FIGURE4, CLAIMS,
                                                             ALL)}
-VARIANT_RECORDS = ("table2",)   # the records VARIANT applies to
 # what `collect NAME` and `record NAME` accept: the experiments that write their own result file
 COLLECTABLE: dict[str, Experiment] = {e.name: e for e in EXPERIMENTS.values() if e.collect is not None}

@@ -1,7 +1,7 @@
 """Wall-time estimate of experiment runs from their FLOPs: the project's one estimator. Two users:
 
 * `make gpu-check` calibrates the rate by one measured epoch on this machine (estimate_targets);
-* the experiment targets' plan summary (`make -n TARGET`, repro/experiments/plan.py) and `make
+* the experiment targets' plan summary (`make -n TARGET`, repro/experiments/summary.py) and `make
   help` use the reference rate below, a named GPU at an assumed utilisation (reference_rate):
   estimated GPU-hours, not measurements.
 

@@ -1,0 +1,96 @@
+"""What a target will cost, printed by `make -n TARGET` and at the start of every run (the `# plan:`
+lines): distinct trainings and probes (a run shared by several targets counted once), estimated
+GPU-hours on the reference GPU (repro/gpu_check/estimate.py, the project's one estimator), downloads
+and disk.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from repro.experiments.data_steps import planned_data
+from repro.experiments.options import Options
+from repro.experiments.plan import missing_reason, plan_runs, registered_methods
+from repro.experiments.state import eval_state, planned_epochs, train_state
+from repro.experiments.table import Experiment
+from repro.gpu_check.estimate import EPOCH_FLOPS, Run, reference_note, reference_rate, runs_seconds
+
+
+@dataclass
+class PlanSummary:
+    target: str
+    states: dict[str, str]             # run name -> new | resume | stopped | done | MISSING
+    probes: int                        # planned linear probes (runs with evaluate, not MISSING)
+    probes_todo: int                   # of which not written yet
+    hours_todo: float                  # estimated GPU-hours of what is left (a run to resume counted whole)
+    hours_total: float                 # of the whole plan, as if nothing were trained yet
+    unestimated: list[str]             # datasets without a FLOP count (not in the estimate)
+    downloads: list[str]               # one entry per dataset to download, with its archive size
+    by_hand: list[str]                 # absent datasets that cannot be downloaded
+    ffcv_bytes: int                    # FFCV files to write (raw pixels; 0 for JPEG files, see ffcv_jpeg)
+    ffcv_jpeg: list[str]               # datasets whose FFCV file is JPEG (size not estimated)
+    cache: str = ""
+
+    def count(self, *states: str) -> int:
+        return sum(state in states for state in self.states.values())
+
+
+def summarize(exp: Experiment, opts: Options) -> PlanSummary:
+    """The plan of a record under `opts`, each distinct run once (plan_runs): its trainings by state,
+    its probes, estimated GPU-hours (repro/gpu_check/estimate.py at its reference rate), downloads
+    and FFCV bytes (the dataset catalog). Reads run folders, never writes."""
+    # imported here: state.py and data_steps.py import this module
+
+    specs = plan_runs(exp, opts)
+    methods = registered_methods()
+    states, todo, whole, unestimated = {}, [], [], set()
+    probes = probes_todo = 0
+    for spec in specs:
+        if missing_reason(spec, methods):
+            states[spec.name] = "MISSING"
+            continue
+        states[spec.name] = state = train_state(spec, opts)
+        epochs = planned_epochs(spec, opts)
+        if spec.stop_at_epoch:
+            epochs = min(epochs, spec.stop_at_epoch)
+        if spec.evaluate:
+            probes += 1
+            probes_todo += eval_state(spec, opts) != "done"
+        if spec.dataset not in EPOCH_FLOPS:
+            unestimated.add(spec.dataset)
+            continue
+        run = Run(1, spec.dataset, epochs, spec.evaluate)
+        whole.append(run)
+        if state in ("new", "resume"):
+            todo.append(run)
+        elif spec.evaluate and eval_state(spec, opts) != "done":
+            todo.append(replace(run, epochs=0))      # trained: only its probe is left
+    rate = reference_rate()
+    data = planned_data([s for s in specs if states[s.name] != "MISSING"], opts)
+    return PlanSummary(exp.name, states, probes, probes_todo, runs_seconds(todo, rate)["hours"],
+                       runs_seconds(whole, rate)["hours"], sorted(unestimated), data["downloads"], data["by_hand"],
+                       data["ffcv_bytes"], data["ffcv_jpeg"], opts.cache)
+
+
+def gpu_hours(hours: float) -> str:
+    """Hours to the precision an estimate has: 10.5, 0.86, 0.01 (two significant digits below 1)."""
+    return f"{hours:.1f}" if hours >= 1 else f"{hours:.2g}"
+
+
+def summary_lines(summary: PlanSummary) -> list[str]:
+    """The summary as `#` lines (the runner's comment style), first line `plan: <target>: ...`."""
+    s = summary
+    lines = [f"plan: {s.target}: {len(s.states)} distinct training runs ({s.count('new')} new, "
+             f"{s.count('resume')} to resume, {s.count('done', 'stopped')} done, {s.count('MISSING')} MISSING), "
+             f"{s.probes} linear probes ({s.probes_todo} to run); a run shared by several targets counts once"]
+    lines.append(f"plan: GPU-hours: {gpu_hours(s.hours_todo)} left ({gpu_hours(s.hours_total)} for the whole plan), "
+                 + reference_note())
+    if s.unestimated:
+        lines.append(f"plan: no FLOP count for {', '.join(s.unestimated)}: their runs are not in the GPU-hours")
+    lines.append("plan: downloads: " + ("; ".join(s.downloads) if s.downloads else "none"))
+    for item in s.by_hand:
+        lines.append(f"plan: by hand: {item}")
+    disk = f"~{s.ffcv_bytes / 1e9:.2f} GB of FFCV files into {s.cache}/ffcv" if s.ffcv_bytes else "no FFCV files to write"
+    if s.ffcv_jpeg:
+        disk += f" (+ {', '.join(s.ffcv_jpeg)} as JPEG: size depends on the images, docs/data.md)"
+    lines.append(f"plan: disk: {disk}; plus a checkpoint per run in its run folder")
+    return [f"# {line}" for line in lines]
