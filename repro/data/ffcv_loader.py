@@ -286,8 +286,8 @@ class FFCVTwoViewLoader:
     @contextlib.contextmanager
     def _augment_threads(self):
         """On CPU, colour augmentation runs on one torch thread: the crop stage keeps a core busy,
-        and torch's OpenMP threads wait on each other when one of them has no core (measured on 2
-        cores: 0.5 batches/s with 2 threads, 27 with 1)."""
+        and torch's OpenMP threads wait on each other when one of them has no core (the measurement:
+        docs/data.md, "Colour stage")."""
         if self.device.type != "cpu" or self.augment_threads is None:
             yield
             return

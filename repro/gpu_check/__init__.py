@@ -1,4 +1,4 @@
-"""`make gpu-check`: the first thing to run on a GPU machine (about 5-12 minutes on one GPU).
+"""`make gpu-check`: the first thing to run on a GPU machine (sized for at most 12 minutes on one GPU, --budget).
 
     make gpu-check                                             # with the project's .venv
     python3 -m repro.gpu_check --data cifar10-jpeg.tar.gz      # a node's own torch, no make, no ffcv
@@ -51,7 +51,7 @@ TRAIN_CONFIG = "repro/configs/cifar10/frossl.yaml"
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes of each part. Full: one GPU, about 5-12 minutes; dry: CPU, tiny, seconds per part."""
+    """Sizes of each part. Full: one GPU, within the 12-minute budget (never yet run on a GPU); dry: CPU, tiny."""
     dry: bool
     epochs: int
     batch: int
