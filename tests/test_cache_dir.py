@@ -8,7 +8,6 @@ FFCV file and its manifest are in the cache folder. The data are synthetic CIFAR
 torchvision's layout (their md5 differs from the release's): the subprocesses get a
 sitecustomize.py that switches off torchvision's CIFAR integrity check, and nothing else.
 """
-import os
 import stat
 from pathlib import Path
 
@@ -19,37 +18,11 @@ from repro.experiments import Options, run_target
 from repro.formats.beton import beton_path, find_beton, rebuild_command
 from tests.cifar_fixture import write_torchvision_cifar10
 from tests.conftest import ROOT
+from tests.integrity_shim import CIFAR, write_shim
 
 TINY = ("model.width=8", "model.proj_hidden_dim=32", "model.proj_output_dim=16", "data.batch_size=16",
         "data.num_workers=0", "device=cpu", "train.log_every=1", "eval.probe_epochs=1", "eval.probe_batch_size=16",
         "eval.knn_k=5", "eval.online_eval_every=0")
-
-CIFAR_SHIM = '''"""Test only (tests/test_cache_dir.py): accept CIFAR-10 pickles written by the test, whose md5
-differs from the release's; only torchvision's integrity check is switched off."""
-import importlib.abc
-import importlib.util
-import sys
-
-
-class _AcceptWrittenCIFAR(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name != "torchvision.datasets.cifar":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        execute = spec.loader.exec_module
-
-        def exec_module(module):
-            execute(module)
-            module.check_integrity = lambda path, md5=None: True   # data files and batches.meta
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-sys.meta_path.insert(0, _AcceptWrittenCIFAR())
-'''
-
 
 def snapshot(folder: Path) -> dict[str, tuple]:
     """Every path under `folder` with (size, mode, mtime in ns): what a write would change."""
@@ -91,10 +64,7 @@ def test_cifar_target_with_a_read_only_data_folder_writes_the_ffcv_file_to_the_c
         pytest.skip("the CIFAR-10 FroSSL config is not written")
     data, cache, out = tmp_path / "data", tmp_path / "cache", tmp_path / "runs"
     tiny_cifar10(data)
-    shim = tmp_path / "shim"
-    shim.mkdir()
-    (shim / "sitecustomize.py").write_text(CIFAR_SHIM)
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(shim), os.environ.get("PYTHONPATH")])))
+    monkeypatch.setenv("PYTHONPATH", write_shim(tmp_path / "shim", CIFAR))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     opts = Options(out=out, data_dir=str(data), cache_dir=str(cache), methods=("frossl",), datasets=("cifar10",),
                    epochs=1, probe="cached", overrides=TINY)

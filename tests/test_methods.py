@@ -315,6 +315,10 @@ def cifar_method_config(name, root, out_dir, run, *overrides):
                         *SHRINK, *SHRINK_LOSS.get(name, []), *overrides])
 
 
+# slow (make test-slow): about 90 s of one core per method, 17 minutes for the ten; the default run
+# keeps FroSSL's learning on real CIFAR-10 (tests/test_train.py) and every method's cheap checks
+# (symmetry, gradients, bit-identical resume on real images below)
+@pytest.mark.slow
 @pytest.mark.needs_data
 @pytest.mark.parametrize("name", BASELINES)
 def test_every_method_lowers_its_loss_in_50_steps_on_real_cifar10(name, cifar10_root, accept_rebuilt_cifar, tmp_path):

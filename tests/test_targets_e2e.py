@@ -9,7 +9,7 @@ the real on-disk formats in a temporary folder, and ends with the check of its o
 * ImageNet: an image folder of small JPEGs, `train/<wnid>/*.JPEG` and `val/<wnid>/*.JPEG`.
 
 The written STL-10 files are not the originals, so torchvision's md5 check refuses them; the
-subprocesses get a `sitecustomize.py` (on PYTHONPATH) that switches off that one check
+subprocesses get a `sitecustomize.py` (tests/integrity_shim.py, on PYTHONPATH) that switches off that one check
 (`STL10._check_integrity`), the counterpart of tests/test_data.py's monkeypatch for a process
 tree. Nothing else in the code path is replaced.
 
@@ -37,6 +37,7 @@ import pytest
 from PIL import Image
 
 from tests.conftest import ROOT
+from tests.integrity_shim import STL10, write_shim
 from tests.test_data import _write_stl10
 
 # The same tiny model for every run (so `make all` finds the other targets' runs): width-8
@@ -47,33 +48,6 @@ TINY = ("model.width=8 model.proj_hidden_dim=32 model.proj_output_dim=16 "
         "data.batch_size=16 data.num_workers=0 device=cpu train.log_every=1 "
         "eval.probe_epochs=1 eval.probe_batch_size=16 eval.knn_k=5")
 EPOCHS = "3"   # Table 3's first column is epoch 3
-
-STL10_SHIM = '''"""Test only (tests/test_targets_e2e.py): accept STL-10 files written by the tests, whose md5
-differs from the release's; only torchvision's integrity check is switched off."""
-import importlib.abc
-import importlib.util
-import sys
-
-
-class _AcceptWrittenSTL10(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name != "torchvision.datasets.stl10":
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(name)
-        execute = spec.loader.exec_module
-
-        def exec_module(module):
-            execute(module)
-            module.STL10._check_integrity = lambda self: True
-
-        spec.loader.exec_module = exec_module
-        return spec
-
-
-sys.meta_path.insert(0, _AcceptWrittenSTL10())
-'''
-
 
 def write_image_folder(root: Path, classes: int = 4, train: int = 8, val: int = 4, side: int = 40) -> None:
     """ImageNet's layout: <root>/{train,val}/<wnid>/<name>.JPEG, small RGB JPEGs; each class has
@@ -128,13 +102,9 @@ class Tiny:
         _write_stl10(root / "stl10", n_train=16, n_test=16, n_unlabeled=16)  # 32 images to pretrain on
         write_image_folder(root / "imagenet")
         write_cifar10_batches(root / "cifar10")
-        shim = root / "shim"
-        shim.mkdir()
-        (shim / "sitecustomize.py").write_text(STL10_SHIM)
         # one thread per process: the model is tiny, and two OpenMP threads on two cores shared with
         # other processes wait on each other (seconds per step instead of milliseconds)
-        self.env = {"PYTHONPATH": os.pathsep.join(p for p in (str(shim), os.environ.get("PYTHONPATH")) if p),
-                    "OMP_NUM_THREADS": "1"}
+        self.env = {"PYTHONPATH": write_shim(root / "shim", STL10), "OMP_NUM_THREADS": "1"}
         self.out = root / "runs"
         self.results = self.out / "results"
         self.variables = [f"OUT={self.out}", f"DATA_DIR={root / 'stl10'}", f"IMAGENET_DIR={root / 'imagenet'}",

@@ -39,7 +39,7 @@ from repro.gpu_check.data import prepare_data
 from repro.gpu_check.env import environment, nvidia_smi, preflight
 from repro.gpu_check.report import parse_bench, parse_train, render_markdown
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]   # the repository (this file: repro/gpu_check/)
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 PARTS = ("environment", "cuda_tests", "bench_eager", "bench_compile", "train", "estimate")
 # the project's own commands (module arguments after `python`); tests replace them to inject failures

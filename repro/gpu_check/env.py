@@ -14,7 +14,7 @@ from pathlib import Path
 
 from repro.cli import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]   # the repository (this file: repro/gpu_check/)
 # what the trainer and the configs import unconditionally: without one of these nothing runs
 REQUIRED = {"torch": "torch", "torchvision": "torchvision", "numpy": "numpy", "PIL": "pillow",
             "yaml": "pyyaml", "tqdm": "tqdm"}
