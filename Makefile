@@ -72,7 +72,7 @@ setup: ## install everything (python3.X-venv/-dev and ffcv's apt libraries, .ven
 fresh-machine-test: ## (root, ~4 GB of downloads) the README's two commands in a fresh Debian 12 root (debootstrap) [PYTEST_ARGS=]
 	bash scripts/fresh_machine_test.sh
 
-demo: setup ## CPU demo: FroSSL on bundled digits + linear probe vs random init (1-3 min on 2 CPU cores)
+demo: setup ## CPU demo: FroSSL on bundled digits + linear probe vs random init (1-4 min on 2 CPU cores)
 	$(PYTHON) -m repro.demo $(ARGS)
 
 # pytest-xdist workers (each takes the cores / workers threads); the 15 slowest tests are printed
