@@ -19,6 +19,22 @@ class Preempted(Exception):
         self.signum = signum
 
 
+# SIGTERM (schedulers' pre-emption, `docker stop`), SIGINT (Ctrl-C), SIGHUP (a closed terminal)
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+def catch_stop_signals(handler: Callable) -> dict:
+    """Install `handler` for each stop signal this process does not ignore, and return the handlers
+    it replaced (for `restore_signals`). A signal ignored at start stays ignored: `nohup` ignores
+    SIGHUP, a shell ignores SIGINT for a background job, and closing the terminal must not stop them."""
+    return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
+
+
+def restore_signals(previous: dict) -> None:
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
+
+
 def run_cli(main: Callable[[list[str]], int | None], argv: list[str] | None = None) -> None:
     """Run `main(argv)`; turn a UserError into `error: <message>` on stderr and exit status 2, and a
     Preempted into its message and exit status 128 + signal."""

@@ -4,7 +4,6 @@ online validation."""
 from __future__ import annotations
 
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -15,7 +14,7 @@ from torch import nn
 
 from repro import distributed
 from repro.checkpoint import atomic_write_text
-from repro.cli import UserError
+from repro.cli import UserError, catch_stop_signals, restore_signals
 from repro.device import DeviceSetup
 
 
@@ -196,25 +195,22 @@ def open_tensorboard(directory: Path, purge_step: int):
 
 class StopSignals:
     """SIGTERM (schedulers' pre-emption), SIGINT (Ctrl-C) and SIGHUP (a closed terminal) set a flag;
-    the loop checkpoints at the end of the current step and raises `Preempted`."""
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+    the loop checkpoints at the end of the current step and raises `Preempted`. A signal the process
+    was started ignoring (`nohup`) stays ignored."""
 
     def __init__(self):
         self.received: int | None = None
         self._previous = {}
 
     def __enter__(self):
-        for sig in self.SIGNALS:
-            self._previous[sig] = signal.signal(sig, self._handle)
+        self._previous = catch_stop_signals(self._handle)
         return self
 
     def _handle(self, signum, frame):
         self.received = signum
 
     def __exit__(self, *exc):
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
+        restore_signals(self._previous)
 
 
 def trim_metrics(path: Path, step: int) -> None:

@@ -1,6 +1,7 @@
 """Shared test fixtures. Tests run on CPU; data-dependent tests skip with a reason when
 ../shared/data is absent (as it is on a user's machine)."""
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,19 @@ def pytest_configure(config):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _default_stop_signals():
+    """Every test starts with Python's default stop-signal handlers, however pytest was started: a
+    background job of a script inherits SIGINT ignored, `nohup` SIGHUP ignored (and both pass that on
+    to the processes a test starts). tests/test_signals.py tests those starts on purpose."""
+    defaults = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL,
+                signal.SIGHUP: signal.SIG_DFL}
+    previous = {sig: signal.signal(sig, handler) for sig, handler in defaults.items()}
+    yield
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 @pytest.fixture(scope="session")

@@ -162,3 +162,21 @@ def test_ctrl_c_in_a_runner_used_alone_ends_its_child(tmp_path, capsys):
         runner.run([sys.executable, "-c", script])
     pid = int(marker.read_text())
     assert not os.path.exists(f"/proc/{pid}")   # ended and reaped
+
+
+@pytest.mark.parametrize("catcher", ["trainer", "runner"])
+def test_a_stop_signal_ignored_at_start_stays_ignored(catcher):
+    """`nohup make table2 &` ignores SIGHUP (and a script's background job SIGINT): closing the terminal
+    must not stop the run. The trainer's and the runner's handlers leave such a signal alone and still
+    catch the others."""
+    from repro.train_parts import StopSignals
+
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)   # as nohup starts a process (conftest restores it)
+    with (StopSignals() if catcher == "trainer" else STOP) as stop:
+        os.kill(os.getpid(), signal.SIGHUP)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        assert (stop.received if catcher == "trainer" else stop.signum) is None
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert (stop.received if catcher == "trainer" else stop.signum) == signal.SIGTERM
+    assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

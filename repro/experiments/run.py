@@ -10,7 +10,7 @@ import threading
 import time
 from dataclasses import replace
 
-from repro.cli import Preempted, UserError
+from repro.cli import Preempted, UserError, catch_stop_signals, restore_signals
 from repro.experiments.commands import (check_command, collect_command, evaluate_command, full_check_command,
                                         report_command, train_command)
 from repro.experiments.data_steps import data_steps
@@ -23,7 +23,6 @@ from repro.experiments.state import eval_state, online_by_epoch, train_state
 from repro.experiments.table import EXPERIMENTS, Experiment
 
 
-STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 STOP_GRACE_SECONDS = 120.0   # after a stop signal, how long a step's processes get before SIGKILL: a
                              # trainer finishes its step, and at an epoch end its online validation,
                              # then writes its checkpoint (ImageNet: a validation pass, ~1 GB written)
@@ -47,14 +46,13 @@ class StopRequest:
         """Installs the handlers (once: nested targets share them); outside the main thread, a no-op."""
         self._depth += 1
         if self._depth == 1 and threading.current_thread() is threading.main_thread():
-            self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS}
+            self._previous = catch_stop_signals(self._handle)   # nohup's SIGHUP stays ignored
         return self
 
     def __exit__(self, *exc) -> None:
         self._depth -= 1
         if self._depth == 0:
-            for sig, handler in self._previous.items():
-                signal.signal(sig, handler)
+            restore_signals(self._previous)
             self._previous, self.signum, self.count = {}, None, 0   # the next target starts afresh
 
     def check(self, what: str) -> None:
