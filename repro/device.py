@@ -8,9 +8,10 @@
         loss = model(views)
 
 The defaults are the GPU recipe: `train.precision=auto` is bf16 autocast on CUDA and fp32 on CPU;
-`model.channels_last` is on for CUDA. Either switch asked for explicitly (`train.precision=bf16`,
-`channels_last=True` through `DeviceSetup.create`) is honoured on CPU too, so the CPU tests can run
-the exact switches a GPU run takes (tests/test_device.py). No other module tests the device type to
+`model.channels_last=auto` is on for CUDA and for the CPU (where oneDNN's convolutions measured
+as fast or faster: `python -m benchmarks.bench_memory_format`, README "Performance"), so CPU runs and
+the CPU tests take the memory format of a GPU run. bf16 asked for explicitly (`train.precision=bf16`)
+is honoured on CPU too, so the CPU tests can run the exact switches a GPU run takes (tests/test_device.py). No other module tests the device type to
 decide a performance switch.
 """
 from __future__ import annotations
@@ -57,10 +58,11 @@ def use_bf16(device: torch.device, precision: str) -> bool:
 
 
 def use_channels_last(device: torch.device, setting) -> bool:
-    """Channels-last memory format: True (any device), False, or `auto` (CUDA, where convolutions gain)."""
+    """Channels-last memory format: True (any device), False, or `auto` (CUDA and CPU, where convolutions
+    gain; any other device type keeps NCHW)."""
     if setting not in CHANNELS_LAST:
         raise UserError(f"model.channels_last={setting!r}: choose auto, true or false")
-    return setting is True or (setting == "auto" and device.type == "cuda")
+    return setting is True or (setting == "auto" and device.type in ("cuda", "cpu"))
 
 
 @dataclass(frozen=True)

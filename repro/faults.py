@@ -26,7 +26,7 @@ from repro.cli import run_cli
 
 DEMO = str(Path(__file__).parent / "configs" / "demo.yaml")
 # a few seconds of CPU training: 4 epochs of 5 steps on the digits, small model
-TRAIN_ARGS = ["optim.epochs=4", "model.width=16", "model.proj_hidden_dim=256", "model.proj_output_dim=256",
+TRAIN_ARGS = ["optim.epochs=4", "model.width=8", "model.proj_hidden_dim=256", "model.proj_output_dim=256",
               "train.log_every=1"]
 
 

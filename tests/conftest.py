@@ -11,9 +11,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
 # Intra-op threads: the cores shared among pytest-xdist's workers, at most 2 per process, so that
-# parallel workers do not oversubscribe the machine.
+# parallel workers do not oversubscribe the machine ...
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // _WORKERS)))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // _WORKERS))
+torch.set_num_threads(THREADS)
+# ... and the same for every process a test starts (trainers, make targets, converters): without it
+# each takes all the cores beside the other workers, and oversubscribed OpenMP threads wait on each
+# other (seconds per step instead of milliseconds for the tiny models: tests/test_targets_e2e.py).
+os.environ["OMP_NUM_THREADS"] = str(THREADS)
 
 
 def pytest_configure(config):

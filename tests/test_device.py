@@ -28,13 +28,14 @@ def test_auto_switches_follow_the_gpu_recipe_and_explicit_ones_hold_on_cpu():
     cuda = torch.device("cuda", 0)
     assert use_bf16(cuda, "auto") and not use_bf16(CPU, "auto") and use_bf16(CPU, "bf16")
     assert not use_bf16(cuda, "fp32")
-    assert use_channels_last(cuda, "auto") and not use_channels_last(CPU, "auto")
-    assert use_channels_last(CPU, True) and not use_channels_last(cuda, False)
+    assert use_channels_last(cuda, "auto") and use_channels_last(CPU, "auto")
+    assert not use_channels_last(torch.device("meta"), "auto") and use_channels_last(torch.device("meta"), True)
+    assert not use_channels_last(CPU, False) and not use_channels_last(cuda, False)
     with pytest.raises(UserError, match="train.precision"):
         use_bf16(CPU, "fp16")
-    # the config's default "auto": channels-last on CUDA only; an explicit true holds on the CPU too
-    assert not DeviceSetup.from_config(load_config(None, ["device=cpu"])).channels_last
-    assert DeviceSetup.from_config(load_config(None, ["device=cpu", "model.channels_last=true"])).channels_last
+    # the config's default "auto": channels-last on the CPU as on CUDA; an explicit false holds
+    assert DeviceSetup.from_config(load_config(None, ["device=cpu"])).channels_last
+    assert not DeviceSetup.from_config(load_config(None, ["device=cpu", "model.channels_last=false"])).channels_last
     with pytest.raises(UserError, match="model.channels_last"):
         load_config(None, ["model.channels_last=sometimes"])
 

@@ -39,8 +39,9 @@ def test_saturation_and_verdict_rules():
 @needs_cifar
 @pytest.mark.needs_data
 def test_figure2_on_real_cifar10_gives_a_verdict(tmp_path):
-    # the paper's 1024 images and model; t up to 1200 instead of 2500 keeps the test near 20 s
-    settings = Settings(t_max=1200.0, record_every=20)
+    # the paper's 1024 images and model; t up to 600 instead of 2500 (eq. 8 saturates near t = 220,
+    # so its last quarter, t 450-600, is the flat window the rule needs; Barlow has not saturated)
+    settings = Settings(t_max=600.0, record_every=20)
     result = linear_regime.run(SHARED_CIFAR, tmp_path, settings)
     assert result["verdict"]["status"] in ("PASS", "FAIL") and result["verdict"]["detail"]
     eq8, barlow = result["summary"]["eq8"], result["summary"]["barlow"]

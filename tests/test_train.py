@@ -25,12 +25,13 @@ def read_metrics(run_dir):
 
 
 def test_frossl_lowers_its_loss_on_real_cifar10(cifar10_root, accept_rebuilt_cifar, tmp_path):
-    # 4 epochs x 50 steps of batch 64 on 3,200 real images
+    # 2 epochs x 50 steps of batch 64 on 3,200 real images, a width-8 ResNet18 (the loss falls by
+    # about 0.5 by step 100; the PIL augmentations, not the model, set the pace of a step here)
     cfg = cifar_config(cifar10_root, tmp_path, "name=learn", "data.subset=3200", "data.batch_size=64",
-                       "optim.epochs=4", "optim.warmup_epochs=1", "train.log_every=10")
+                       "model.width=8", "optim.epochs=2", "optim.warmup_epochs=1", "train.log_every=10")
     summary = train(cfg)
     records = [r for r in read_metrics(cfg.run_dir) if "loss" in r]
-    assert summary["steps"] == 200 and len(records) == 20
+    assert summary["steps"] == 100 and len(records) == 10
     assert all(torch.isfinite(torch.tensor(r["loss"])) for r in records)
     first, last = records[0]["loss"], sum(r["loss"] for r in records[-3:]) / 3
     assert last < first - 0.05, (first, last)

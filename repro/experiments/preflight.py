@@ -57,16 +57,19 @@ def check_batch_split(specs: list[RunSpec], opts: Options) -> None:
 def check_devices(configs: list, opts: Options) -> None:
     """GPUS is what this machine runs per run: not more than its visible CUDA devices (CUDA present);
     without CUDA (or with device=cpu) GPUS > 1 means that many CPU processes (gloo)."""
-    import torch
+    if opts.gpus == 1:
+        return   # one process per run fits any machine (importing torch to look would cost seconds)
     on_cpu = bool(configs) and all(cfg.device == "cpu" for cfg in configs)
-    if torch.cuda.is_available() and not on_cpu:
-        visible = torch.cuda.device_count()
-        if opts.gpus > visible:
-            raise UserError(f"GPUS={opts.gpus} but this machine has {visible} visible CUDA device(s): set "
-                            f"GPUS={visible} or less (CUDA_VISIBLE_DEVICES limits what is visible)")
-    elif opts.gpus > 1:
-        why = "the runs have device=cpu" if on_cpu else "no CUDA device on this machine"
-        print(f"# {why}: GPUS={opts.gpus} runs {opts.gpus} CPU processes per run (gloo), not GPUs", flush=True)
+    if not on_cpu:
+        import torch
+        if torch.cuda.is_available():
+            visible = torch.cuda.device_count()
+            if opts.gpus > visible:
+                raise UserError(f"GPUS={opts.gpus} but this machine has {visible} visible CUDA device(s): set "
+                                f"GPUS={visible} or less (CUDA_VISIBLE_DEVICES limits what is visible)")
+            return
+    why = "the runs have device=cpu" if on_cpu else "no CUDA device on this machine"
+    print(f"# {why}: GPUS={opts.gpus} runs {opts.gpus} CPU processes per run (gloo), not GPUs", flush=True)
 
 
 def preflight(specs: list[RunSpec], opts: Options) -> list[RunSpec]:
