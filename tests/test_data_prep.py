@@ -140,6 +140,9 @@ def test_image_folder_jpeg_round_trip_within_psnr(tmp_path):
     assert info["num_samples"] == 5 and (info["max_height"], info["max_width"]) == (24, 24)
 
 
+# slow (make test-slow): all 60,000 real images, ~60 s; the default run converts small image folders
+# with the same checks (test_image_folder_jpeg_round_trip_within_psnr, counts, labels, PSNR)
+@pytest.mark.slow
 @pytest.mark.needs_data
 def test_real_cifar10_through_the_image_folder_path(tmp_path):
     if not SHARED_CIFAR.exists():

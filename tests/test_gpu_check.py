@@ -195,6 +195,9 @@ def test_the_cuda_marker_is_registered_and_its_tests_skip_with_a_reason_on_cpu()
 
 # ---- the dry mode end to end ------------------------------------------------------------------
 
+# slow (make test-slow; `make gpu-check` runs the same parts on a GPU): ~90 s, numba compiles the FFCV
+# loader in the bench and the train part; the default run keeps the parts' logic (budget, estimate, parsing)
+@pytest.mark.slow
 @pytest.mark.skipif(not SHARED_CIFAR.exists(), reason=f"real CIFAR-10 not available at {SHARED_CIFAR}")
 def test_dry_run_end_to_end_writes_every_part(tmp_path):
     out = tmp_path / "gpu-check"

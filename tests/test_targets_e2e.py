@@ -18,12 +18,11 @@ The targets share one output folder: a run that one target trained is skipped by
 table2, table3, figure3, figure4, the full check and `make report`'s renderer) reuses the runs of
 the tests before it. Every test also passes alone (it then trains what it needs).
 
-Time on the 2-core CPU machine: about 80 s for the module without the slow test (figure4 ~25 s,
-figure3 ~19 s, ablation ~17 s, all ~13 s when it reuses the runs). The slow test
-(`make test-slow`) repeats figure3 and figure4 with PREPARE_DATA=auto, the Makefile's default:
-FFCV files written and trained on, ~25 s each (numba compiles the loader in every process).
-`make figure2` itself is not run here: at its paper settings it is ~45 s of CPU whatever the data
-(tests/test_targets.py::test_make_figure2_end_to_end, slow, runs it).
+Slow tests (`make test-slow`): `make all` itself (each of its parts runs in the default run), and
+figure3 and figure4 again with PREPARE_DATA=auto, the Makefile's default: FFCV files written and
+trained on (numba compiles the loader in every process). `make figure2` itself is not run here: at
+its paper settings it costs the same CPU whatever the data (tests/test_targets.py::test_make_figure2_end_to_end,
+slow, runs it). The durations of every test are printed by `make test`.
 """
 import json
 import os
@@ -289,6 +288,9 @@ def test_ablation_tiny_end_to_end(tiny):
         assert r["status"] == "NOT-COMPARABLE" and r["measured"] == pytest.approx(value)
 
 
+# slow (make test-slow): ~65 s; each part of `make all` runs in the default run (the figure3, figure4 and
+# ablation tests here, table2/table3 and the check and report in tests/test_targets.py)
+@pytest.mark.slow
 def test_all_tiny_end_to_end(tiny):
     """`make all METHODS=frossl DATASETS="stl10 imagenet"`: every sub-target in turn, each ending with
     its own check, then the full check and the report. Runs the other tests trained are skipped.

@@ -47,7 +47,7 @@ def _weights(run_dir):
 
 
 def test_resume_after_crash_is_bit_identical(cifar10_root, accept_rebuilt_cifar, tmp_path, monkeypatch):
-    args = ["data.subset=512", "data.batch_size=64", "optim.epochs=2", "optim.warmup_epochs=1"]
+    args = ["data.subset=512", "data.batch_size=64", "optim.epochs=2", "optim.warmup_epochs=1", "model.width=8"]
     straight = cifar_config(cifar10_root, tmp_path, "name=straight", *args)
     train(straight)
 
