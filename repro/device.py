@@ -8,11 +8,11 @@
         loss = model(views)
 
 The defaults are the GPU recipe: `train.precision=auto` is bf16 autocast on CUDA and fp32 on CPU;
-`model.channels_last=auto` is on for CUDA and for the CPU (where oneDNN's convolutions measured
+`model.channels_last=auto` is on for CUDA and for the CPU (where the convolutions measured
 as fast or faster: `python -m benchmarks.bench_memory_format`, README "Performance"), so CPU runs and
 the CPU tests take the memory format of a GPU run. bf16 asked for explicitly (`train.precision=bf16`)
-is honoured on CPU too, so the CPU tests can run the exact switches a GPU run takes (tests/test_device.py). No other module tests the device type to
-decide a performance switch.
+is honoured on CPU too, so the CPU tests can run the exact switches a GPU run takes
+(tests/test_device.py). No other module tests the device type to decide a performance switch.
 """
 from __future__ import annotations
 
