@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from repro.cli import restore_signals
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
 
@@ -41,8 +43,7 @@ def _default_stop_signals():
                 signal.SIGHUP: signal.SIG_DFL}
     previous = {sig: signal.signal(sig, handler) for sig, handler in defaults.items()}
     yield
-    for sig, handler in previous.items():
-        signal.signal(sig, handler)
+    restore_signals(previous)
 
 
 @pytest.fixture(scope="session")

@@ -22,9 +22,9 @@ STEPS_PER_EPOCH = SUBSET // 64     # at batch 64 (drop_last): 12
 RUN = f"cifar10-frossl-seed0-e{EPOCHS}-x"  # the run folder's prefix (EPOCHS, OVERRIDES hash)
 
 
-def table2_args(out):
+def table2_args(out, *overrides):
     return ["table2", f"OUT={out}", "PREPARE_DATA=none", "METHODS=frossl", "DATASETS=cifar10", f"EPOCHS={EPOCHS}",
-            "PROBE=cached", f"OVERRIDES={TINY} data.subset={SUBSET}"]
+            "PROBE=cached", f"OVERRIDES={' '.join([TINY, f'data.subset={SUBSET}', *overrides])}"]
 
 
 def make_command(*args):
@@ -95,7 +95,7 @@ def test_sigterm_at_make_reaches_every_torchrun_rank(tmp_path):
     checkpoint, torchrun and both ranks end, nothing is left; the same command then finishes."""
     import torch
     out = tmp_path / "runs"
-    args = [*table2_args(out)[:-1], f"{table2_args(out)[-1]} train.log_every=1", "GPUS=2"]   # a line per step
+    args = [*table2_args(out, "train.log_every=1"), "GPUS=2"]   # a metrics line per step
     code, output, below = start_and_stop(args, out)
     assert code == -signal.SIGTERM, output[-3000:]
     assert len(below) >= 4, below          # the runner, torchrun, 2 ranks

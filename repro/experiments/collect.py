@@ -60,7 +60,7 @@ def combined(parts: list[dict], value: float) -> dict:
 
 
 def runs_on_disk(exp: Experiment, opts: Options, row: str, dataset: str,
-                 missing: dict[str, str], methods: set[str] | None) -> list[RunSpec]:
+                 missing: dict[str, str], methods: set[str]) -> list[RunSpec]:
     """The runs of (row, dataset) for every seed found under OUT; notes the row in `missing` when
     its config or method is not written."""
     first = run_spec(exp, opts, row, dataset, opts.seeds[0])

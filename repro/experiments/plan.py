@@ -143,11 +143,11 @@ def registered_methods() -> set[str]:
     return set(METHOD_ARGS)
 
 
-def missing_reason(spec: RunSpec, methods: set[str] | None) -> str:
+def missing_reason(spec: RunSpec, methods: set[str]) -> str:
     """Why a planned run cannot train yet ("" if it can): its config or method is not written."""
     if not spec.config.exists():
         return f"config {spec.config.relative_to(ROOT)} not written yet"
     method = (yaml.safe_load(spec.config.read_text()) or {}).get("method")
-    if methods is not None and method not in methods:
+    if method not in methods:
         return f"method '{method}' not registered in repro/methods/ yet"
     return ""
