@@ -11,6 +11,7 @@ config is saved in the run folder (`config.yaml`) and compared on resume with `s
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import types
 import typing
@@ -57,6 +58,10 @@ class DataConfig:
     loader: str = "auto"              # two-view data: auto (FFCV if <root>/ffcv/<dataset>_<split>.beton exists) | ffcv | torchvision
     cache_dir: str = ""               # derived files (FFCV) in <cache_dir>/ffcv/, looked for before <root>/ffcv/;
                                       # "": next to the data. Lets data.root be a read-only mount
+
+    def workers(self) -> int:
+        """num_workers with -1 resolved: min(8, this machine's CPU count)."""
+        return min(8, os.cpu_count() or 1) if self.num_workers < 0 else self.num_workers
 
 
 @dataclass(frozen=True)

@@ -155,18 +155,25 @@ def two_view_inputs(images: np.ndarray, crop: int, seed: int) -> tuple[torch.Ten
 # ---- training ---------------------------------------------------------------------------------
 
 def train_linear(x1: torch.Tensor, x2: torch.Tensor, loss_fn, settings: Settings) -> dict:
-    """Full-batch gradient descent on two linear maps; the loss and the eigenvalues of Z1^T Z1 / N
-    (descending) every `record_every` steps, against t = lr * step."""
+    """Full-batch gradient descent on two linear maps z = x w; the loss and the eigenvalues of
+    Z1^T Z1 / N (descending) every `record_every` steps, against t = lr * step.
+
+    Run in the outputs' space: the step w <- w - lr x^T dL/dz moves z = x w to
+    z - lr (x x^T) dL/dz, so with the Gram matrix x x^T (N x N) computed once, each step is one
+    N x N by N x d product per view instead of two N x m by m x d ones, and the m-dimensional
+    weights are never formed again (the same iterates in exact arithmetic; tests/test_linear_regime.py
+    checks them against the weight-space steps)."""
     generator = torch.Generator().manual_seed(settings.seed)
     m, n = x1.shape[1], x1.shape[0]
     # the same initial weights for every variant (same generator seed)
-    w1 = (torch.randn(m, settings.dim, generator=generator, dtype=torch.float64) * settings.init_scale)
-    w2 = (torch.randn(m, settings.dim, generator=generator, dtype=torch.float64) * settings.init_scale)
-    w1.requires_grad_(True)
-    w2.requires_grad_(True)
+    w1 = torch.randn(m, settings.dim, generator=generator, dtype=torch.float64) * settings.init_scale
+    w2 = torch.randn(m, settings.dim, generator=generator, dtype=torch.float64) * settings.init_scale
+    z1, z2 = x1 @ w1, x2 @ w2
+    gram1, gram2 = x1 @ x1.T, x2 @ x2.T
     times, losses, eigenvalues = [], [], []
     for step in range(settings.steps + 1):
-        z1, z2 = x1 @ w1, x2 @ w2
+        z1.requires_grad_(True)
+        z2.requires_grad_(True)
         loss, _ = loss_fn(z1, z2)
         if step % settings.record_every == 0 or step == settings.steps:
             with torch.no_grad():
@@ -176,10 +183,10 @@ def train_linear(x1: torch.Tensor, x2: torch.Tensor, loss_fn, settings: Settings
             eigenvalues.append(spectrum.tolist())
         if step == settings.steps:
             break
-        g1, g2 = torch.autograd.grad(loss, (w1, w2))
+        g1, g2 = torch.autograd.grad(loss, (z1, z2))
         with torch.no_grad():
-            w1 -= settings.lr * g1
-            w2 -= settings.lr * g2
+            z1 = z1 - settings.lr * (gram1 @ g1)
+            z2 = z2 - settings.lr * (gram2 @ g2)
     return {"t": times, "loss": losses, "eigenvalues": eigenvalues}
 
 

@@ -184,3 +184,12 @@ def test_a_moved_run_folder_resumes_from_its_checkpoint(tmp_path, monkeypatch):
     a, b = (torch.load(c.run_dir / "checkpoint.pt", weights_only=True) for c in (straight, moved))
     assert a["step"] == b["step"] == 2 * stopped_at
     assert all(torch.equal(a["method"][k], b["method"][k]) for k in a["method"])
+
+
+def test_data_workers_resolves_minus_one_to_the_cpu_count_capped_at_8(monkeypatch):
+    import os
+    from repro.config import DataConfig
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert DataConfig(num_workers=-1).workers() == 2 and DataConfig(num_workers=0).workers() == 0
+    monkeypatch.setattr(os, "cpu_count", lambda: 64)
+    assert DataConfig(num_workers=-1).workers() == 8 and DataConfig(num_workers=12).workers() == 12

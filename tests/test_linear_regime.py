@@ -21,6 +21,40 @@ def curves(eigenvalue_rows, lr=0.5, every=10):
             "eigenvalues": eigenvalue_rows}
 
 
+@pytest.mark.parametrize("variant", sorted(linear_regime.VARIANTS))
+def test_output_space_steps_equal_gradient_descent_on_the_weights(variant):
+    """train_linear steps z with the Gram matrix; plain autograd steps on the weights w (z = x w),
+    from the same initial weights, must give the same loss and eigenvalue curves."""
+    import torch
+    settings = Settings(dim=3, lr=0.5, t_max=20.0, record_every=4, init_scale=0.1)
+    generator = torch.Generator().manual_seed(5)
+    x1, x2 = (torch.randn(40, 12, generator=generator, dtype=torch.float64) / 4 for _ in range(2))
+    loss_fn = linear_regime.VARIANTS[variant][1]
+    fast = linear_regime.train_linear(x1, x2, loss_fn, settings)
+
+    init = torch.Generator().manual_seed(settings.seed)
+    w1, w2 = (torch.randn(12, 3, generator=init, dtype=torch.float64) * settings.init_scale for _ in range(2))
+    w1.requires_grad_(True)
+    w2.requires_grad_(True)
+    losses, eigenvalues = [], []
+    for step in range(settings.steps + 1):
+        z1, z2 = x1 @ w1, x2 @ w2
+        loss, _ = loss_fn(z1, z2)
+        if step % settings.record_every == 0 or step == settings.steps:
+            losses.append(loss.item())
+            eigenvalues.append(torch.linalg.eigvalsh((z1.T @ z1 / 40).detach()).flip(0).tolist())
+        if step == settings.steps:
+            break
+        g1, g2 = torch.autograd.grad(loss, (w1, w2))
+        with torch.no_grad():
+            w1 -= settings.lr * g1
+            w2 -= settings.lr * g2
+    assert fast["t"] == [i * settings.record_every * settings.lr for i in range(len(losses))]
+    assert np.allclose(fast["loss"], losses, rtol=1e-9, atol=1e-12)
+    assert np.allclose(fast["eigenvalues"], eigenvalues, rtol=1e-9, atol=1e-12)
+    assert not np.allclose(eigenvalues[0], eigenvalues[-1])   # the run moved: the comparison has content
+
+
 def test_saturation_and_verdict_rules():
     settings = Settings(lr=0.5, record_every=10)
     fast = [[1e-6, 1e-6]] + [[1.0, 0.8]] * 19                   # flat from the second record (t = 5)

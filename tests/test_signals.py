@@ -59,8 +59,8 @@ def run_folder(out):
 
 
 def reference_weights(output, reference_out):
-    """The uninterrupted run: the train command the runner printed, into another folder (cheaper than
-    a second `make table2`: no probe, no check)."""
+    """The uninterrupted run: the train command the runner printed (python or torchrun), into another
+    folder (cheaper than a second `make table2`: no probe, no check)."""
     line = next(ln for ln in output.splitlines() if " -m repro.train " in ln)
     command = [f"out_dir={reference_out}" if a.startswith("out_dir=") else a for a in shlex.split(line)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -92,7 +92,8 @@ def test_sigterm_at_make_checkpoints_mid_epoch_leaves_nothing_and_resumes_identi
 
 def test_sigterm_at_make_reaches_every_torchrun_rank(tmp_path):
     """GPUS=2 without CUDA: torchrun with 2 gloo processes. SIGTERM at make's PID: rank 0 writes a
-    checkpoint, torchrun and both ranks end, nothing is left; the same command then finishes."""
+    checkpoint, torchrun and both ranks end, nothing is left; the same command then finishes with
+    the weights of an uninterrupted 2-process run."""
     import torch
     out = tmp_path / "runs"
     args = [*table2_args(out, "train.log_every=1"), "GPUS=2"]   # a metrics line per step
@@ -109,6 +110,8 @@ def test_sigterm_at_make_reaches_every_torchrun_rank(tmp_path):
     steps = [json.loads(ln)["step"] for ln in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in ln]
     # one process wrote the log, once per step: resumed, nothing lost, nothing repeated
     assert steps == list(range(1, EPOCHS * STEPS_PER_EPOCH + 1))
+    # and the two ranks, stopped and resumed, end where an uninterrupted 2-process run ends
+    assert identical(reference_weights(output, tmp_path / "reference"), final_weights(run))
 
 
 # ---- the runner alone, with a stand-in command (seconds) ------------------------------------------

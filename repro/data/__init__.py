@@ -12,8 +12,6 @@ exactly the batches an uninterrupted run sees.
 """
 from __future__ import annotations
 
-import os
-
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -28,10 +26,6 @@ __all__ = ["AUGMENTATION_SETS", "DATASETS", "Loader", "build_loader", "image_siz
 
 def image_size(data_cfg) -> int:
     return data_cfg.image_size or DATASETS[data_cfg.dataset].image_size
-
-
-def default_workers(requested: int) -> int:
-    return min(8, os.cpu_count() or 1) if requested < 0 else requested
 
 
 class SeededSamples(Dataset):
@@ -126,5 +120,5 @@ def build_loader(data_cfg, *, split: str, views: str, shuffle: bool, drop_last: 
     dataset = build_dataset(data_cfg.dataset, data_cfg.root, split, transform,
                             download=data_cfg.download, subset=subset)
     return Loader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
-                  num_workers=default_workers(data_cfg.num_workers), seed=seed,
+                  num_workers=data_cfg.workers(), seed=seed,
                   device=device, rank=rank, world_size=world_size)

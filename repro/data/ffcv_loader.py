@@ -338,14 +338,12 @@ def two_view_ffcv_loader(data_cfg, *, split: str, shuffle: bool, drop_last: bool
             raise UserError(f"data.loader=ffcv but ffcv does not import ({err}): run `make setup`") from None
         log(f"torchvision two-view loader for {data_cfg.dataset} {split} (ffcv does not import: {err})")
         return None
-    from repro.data import default_workers
-
     device = torch.device(device)
     if device.type == "cuda" and device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     loader = FFCVTwoViewLoader(path, dataset=data_cfg.dataset, augmentations=data_cfg.augmentations,
                                image_size=image_size, batch_size=batch_size, seed=seed, shuffle=shuffle,
-                               drop_last=drop_last, num_workers=default_workers(data_cfg.num_workers),
+                               drop_last=drop_last, num_workers=data_cfg.workers(),
                                subset=subset, rank=rank, world_size=world_size, device=device,
                                rebuild=command)
     log(f"FFCV two-view loader for {data_cfg.dataset} {split}: {path} ({len(loader.dataset):,} images, "

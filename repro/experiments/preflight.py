@@ -261,7 +261,7 @@ def shm_need(cfg, opts: Options) -> tuple[int, str]:
     batches x images per process x views x 3 x side x side x 4 bytes). Two views per image when
     training through the torchvision loader; with FFCV (threads) only rank 0's validation loader
     (one view) uses workers."""
-    workers = cfg.data.num_workers if cfg.data.num_workers >= 0 else min(8, os.cpu_count() or 1)  # repro.data.default_workers
+    workers = cfg.data.workers()
     side = cfg.data.image_size or DATASETS[cfg.data.dataset].image_size
     processes, views = (1, 1) if trains_from_ffcv(cfg, opts) else (opts.gpus, 2)
     per_process = cfg.data.batch_size // opts.world_size
