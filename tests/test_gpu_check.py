@@ -38,6 +38,17 @@ def tiny_archive(path, classes=("a", "b"), train=4, test=2):
 
 # ---- the estimate: rate 10 s per CIFAR-10 epoch -> 0.43 PFLOP / 10 s = 0.043 PFLOP/s --------------
 
+def test_the_estimates_row_counts_are_the_planners():
+    """The estimate counts the runs each target trains: the rows of its record in the experiments table."""
+    from repro.experiments.table import EXPERIMENTS
+    from repro.gpu_check.estimate import TARGET_RUNS
+    trained = [name for name, runs in TARGET_RUNS.items() if runs]
+    assert trained == ["table2", "table3", "ablation", "figure3", "figure4"]
+    for name in trained:
+        assert {(run.count, run.dataset) for run in TARGET_RUNS[name]} == {
+            (len(EXPERIMENTS[name].rows), dataset) for dataset in EXPERIMENTS[name].datasets}, name
+
+
 def test_estimate_matches_hand_computed_seconds():
     targets = estimate_targets(10.0)
     # table2, per row: pretraining (1000 + 1000 + 500) x 0.43 / 0.043 = 25,000 s; probes: CIFAR
@@ -45,7 +56,7 @@ def test_estimate_matches_hand_computed_seconds():
     assert targets["table2"]["pretrain_s"] == pytest.approx(12 * 25_000)
     assert targets["table2"]["probe_s"] == pytest.approx(12 * (2 * 1000 / 6 + 1000 / 6 * 5_000 / 105_000))
     assert targets["table2"]["seconds"] == pytest.approx(304_095.238, abs=1e-3)
-    assert targets["ablation"]["seconds"] == pytest.approx(304_095.238 / 12, abs=1e-3)
+    assert targets["ablation"]["seconds"] == pytest.approx(2 * 304_095.238 / 12, abs=1e-3)   # its two rows
     # table3: 11 rows x 100 STL-10 epochs x 10 s (STL-10's epoch has the same FLOPs as CIFAR's), no probe
     assert targets["table3"]["seconds"] == pytest.approx(11_000)
     assert targets["figure3"]["seconds"] == pytest.approx(4 * 5 * 10)
