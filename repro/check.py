@@ -254,8 +254,7 @@ def check_experiment(spec: dict, result: dict | None, *, rows: set[str] | None =
     # a reduced-budget profile: compare with values this project measured and recorded
     reference = load_measured_reference(experiment, profile, expected_dir)
     recorded = (reference or {}).get("cells", {})
-    record_command = (spec.get("record_command") or "python -m repro.experiments record {experiment} "
-                      "--profile {profile}").format(experiment=experiment, profile=profile)
+    record_command = f"python -m repro.experiments record {experiment} --profile {profile}"
     columns = set(((spec.get("profiles") or {}).get(profile) or {}).get("columns", []))
     cells = [c for c in spec["cells"] if c.split("/")[0] in columns]
     for cell in list(dict.fromkeys(cells + sorted(set(measured_cells) | set(recorded)))):
