@@ -15,6 +15,7 @@ import repro.experiments as experiments_package
 from repro.check import run_check
 from repro.experiments.claims import record_claims
 from repro.experiments.options import Options
+from repro.experiments.table import CLAIMS_RANDOM_INIT_ROW
 from tests.conftest import ROOT, SHARED_CIFAR
 
 ROWS = ("frossl", "barlow_twins", "vicreg", "simclr", "frossl_nologs")
@@ -168,6 +169,29 @@ def test_record_writes_provenance_and_spread_tolerances(tmp_path, monkeypatch):
     claims_result(results, {"probe_top1/frossl": cell(33.0, 2.0)})
     rows = {r.cell: r for r in run_check(results, expected_dir=expected, only=["claims"], profile="claims")}
     assert rows["probe_top1/frossl"].status == "FAIL"
+
+
+@pytest.mark.parametrize("profile", ["claims", "claims-quick"])
+def test_committed_references_carry_the_recording_commands_provenance(profile):
+    """expected_results/<profile>/claims.yaml as `record claims` writes it: every cell names the make
+    command, the machine, date and commit, its runs (one per seed of its row), and the tolerance
+    the spread gives; a value typed in by hand would lack them or disagree."""
+    import re
+
+    from repro.experiments.claims import reference_tolerance
+    recorded = yaml.safe_load((ROOT / "expected_results" / profile / "claims.yaml").read_text())
+    assert (recorded["experiment"], recorded["profile"]) == ("claims", profile)
+    seeds = {"claims": 3, "claims-quick": 1}[profile]
+    assert recorded["cells"]
+    for name, cell in recorded["cells"].items():
+        row = name.split("/")[1]
+        assert cell["command"] == f"make claims PROFILE={profile}", name
+        assert re.fullmatch(r"[0-9a-f]{40}", cell["commit"]) and cell["hardware"] and cell["date"], name
+        # from the unrounded value and std: equal up to the rounding of the stored numbers
+        assert cell["tolerance"] == pytest.approx(reference_tolerance(cell["value"], cell["std"]), abs=2e-3), name
+        stem = CLAIMS_RANDOM_INIT_ROW if row == "random_init" else row
+        assert cell["runs"] == [f"runs/claims-cifar10-{stem}-seed{s}" for s in range(cell["n"])], name
+        assert cell["n"] == seeds and (cell["std"] is None) == (seeds == 1), name
 
 
 def test_record_without_a_result_is_a_user_error(tmp_path):
