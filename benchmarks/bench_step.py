@@ -136,7 +136,7 @@ def main(argv: list[str]) -> int:
         f"data.root={data}", f"data.loader={args.loader}", f"data.batch_size={args.batch}",
         f"data.num_workers={args.workers}", f"model.width={args.width}", f"device={args.device}"])
     # (a) runs the trainer's switches (bf16 + channels-last on CUDA, as `auto` resolves them); (b) fp32 NCHW
-    project = DeviceSetup.from_config(cfg)
+    project = DeviceSetup.from_config(cfg).for_model(build_method(cfg))
     plain = DeviceSetup.create(project.device, precision="fp32", channels_last=False)
     device = project.device
     project.apply_backend_settings()

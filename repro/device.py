@@ -10,14 +10,17 @@
 The defaults are the GPU recipe: `train.precision=auto` is bf16 autocast on CUDA and fp32 on CPU;
 `model.channels_last=auto` is on for CUDA and for the CPU (where the convolutions measured
 as fast or faster: `python -m benchmarks.bench_memory_format`, README "Performance"), so CPU runs and
-the CPU tests take the memory format of a GPU run. bf16 asked for explicitly (`train.precision=bf16`)
+the CPU tests take the memory format of a GPU run, except for models that oneDNN's channels-last
+backward mishandles on the CPU (`strided_pointwise_hazard`: `setup.for_model(model)` turns it off
+under `auto` and refuses an explicit `true`). bf16 asked for explicitly (`train.precision=bf16`)
 is honoured on CPU too, so the CPU tests can run the exact switches a GPU run takes
 (tests/test_device.py). No other module tests the device type to decide a performance switch.
 """
 from __future__ import annotations
 
+import sys
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -65,18 +68,40 @@ def use_channels_last(device: torch.device, setting) -> bool:
     return setting is True or (setting == "auto" and device.type in ("cuda", "cpu"))
 
 
+# oneDNN's 1x1 convolution with stride > 1 on channels-last (nhwc) inputs with fewer input channels
+# than its channel block (16 with AVX-512, 8 with AVX2) writes past its workspace in the backward
+# pass (uxlfoundation/oneDNN#6035: wrong weight gradients, hangs or crashes). Seen here with torch
+# 2.14.1 on a Xeon with AVX-512: a segfault or "corrupted double-linked list" in the first backward
+# of the width-8 ResNet18 at 224 px (layer2's downsample, 8 input channels at 56 px); NCHW and
+# widths >= 16 are not affected. ResNet18's strided 1x1 convolutions have width, 2x and 4x width
+# input channels.
+SAFE_POINTWISE_CHANNELS = 16
+
+
+def strided_pointwise_hazard(model: nn.Module) -> str | None:
+    """The first layer of `model` that oneDNN's channels-last CPU backward is known to mishandle (a 1x1
+    convolution with stride > 1 and fewer than 16 input channels), as 'name (C input channels)'."""
+    for name, layer in model.named_modules():
+        if (isinstance(layer, nn.Conv2d) and layer.kernel_size == (1, 1) and max(layer.stride) > 1
+                and layer.in_channels < SAFE_POINTWISE_CHANNELS):
+            return f"{name} ({layer.in_channels} input channels)"
+    return None
+
+
 @dataclass(frozen=True)
 class DeviceSetup:
     device: torch.device
     bf16: bool             # autocast to bfloat16 around forwards (losses keep their norm math in fp32)
     channels_last: bool    # NHWC memory format for the model's 4-D weights and every image batch
+    channels_last_asked: bool = False   # model.channels_last=true (not `auto`): for_model refuses rather than drops it
 
     @classmethod
     def create(cls, device: str | torch.device = "auto", *, precision: str = "auto", channels_last="auto",
                env: DistEnv = DistEnv()) -> "DeviceSetup":
         if not isinstance(device, torch.device):
             device = resolve_device(device, env)
-        return cls(device, use_bf16(device, precision), use_channels_last(device, channels_last))
+        return cls(device, use_bf16(device, precision), use_channels_last(device, channels_last),
+                   channels_last_asked=channels_last is True)
 
     @classmethod
     def from_config(cls, cfg, env: DistEnv = DistEnv(), device: str | None = None) -> "DeviceSetup":
@@ -99,7 +124,24 @@ class DeviceSetup:
             return nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
+    def for_model(self, model: nn.Module) -> "DeviceSetup":
+        """This setup for training `model`: on the CPU, channels-last is dropped under `auto` (with a
+        one-line note) and refused when asked for, where `strided_pointwise_hazard` finds a layer (the
+        fault is in the backward pass: evaluation's forward-only passes keep channels-last)."""
+        layer = strided_pointwise_hazard(model) if self.channels_last and self.device.type == "cpu" else None
+        if layer is None:
+            return self
+        if self.channels_last_asked:
+            raise UserError(f"model.channels_last=true on the CPU: {layer} is a strided 1x1 convolution with fewer "
+                            f"than {SAFE_POINTWISE_CHANNELS} input channels, whose channels-last backward oneDNN "
+                            f"mishandles (uxlfoundation/oneDNN#6035: crashes or wrong gradients): use "
+                            f"model.channels_last=auto or false, or model.width>={SAFE_POINTWISE_CHANNELS}")
+        print(f"device: NCHW on the CPU for this model (model.channels_last=auto): {layer} would take oneDNN's "
+              f"faulty channels-last backward (uxlfoundation/oneDNN#6035)", file=sys.stderr)
+        return replace(self, channels_last=False)
+
     def module(self, module: nn.Module) -> nn.Module:
+        """`module` on the device, channels-last where on (a model that will be trained: `for_model` first)."""
         module = module.to(self.device)
         if self.channels_last:
             module = module.to(memory_format=torch.channels_last)

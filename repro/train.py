@@ -72,7 +72,7 @@ def train(cfg: Config) -> dict:
     schedule = lr_schedule(cfg, steps_per_epoch)
 
     # ---- model, online classifier, optimizer, resume ---------------------------------------
-    method, classifier, optimizer = build_model(cfg, setup, env)
+    method, classifier, optimizer, setup = build_model(cfg, setup, env)
     step = resume(checkpoint_path, method, classifier, optimizer)
     if env.is_main:
         trim_metrics(run_dir / "metrics.jsonl", step)   # step 0 too: an attempt that died before a checkpoint
@@ -173,11 +173,13 @@ def lr_schedule(cfg: Config, steps_per_epoch: int):
 
 
 def build_model(cfg: Config, setup: DeviceSetup, env):
-    """The method, the online classifier and one optimizer over both (classifier: no weight decay)."""
+    """The method, the online classifier, one optimizer over both (classifier: no weight decay) and the
+    device setup for this model (`DeviceSetup.for_model`)."""
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     method = build_method(cfg)
     if env.distributed and cfg.train.sync_batchnorm:
         method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    setup = setup.for_model(method)
     method = setup.module(method)
     classes = num_classes(cfg.data.dataset, cfg.data.root, cfg.data.eval_split)
     classifier = nn.Linear(method.backbone.num_features, classes).to(setup.device)
@@ -186,7 +188,7 @@ def build_model(cfg: Config, setup: DeviceSetup, env):
         "lr": scale_lr(cfg.optim.classifier_lr, cfg.data.batch_size)}]
     optimizer = build_optimizer(cfg.optim.name, groups, lr=scale_lr(cfg.optim.lr, cfg.data.batch_size),
                                 weight_decay=cfg.optim.weight_decay, momentum=cfg.optim.momentum, eta=cfg.optim.eta)
-    return method, classifier, optimizer
+    return method, classifier, optimizer, setup
 
 
 def resume(checkpoint_path, method: nn.Module, classifier: nn.Module, optimizer) -> int:

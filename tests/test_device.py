@@ -3,8 +3,9 @@ train a tiny FroSSL model for a few steps and are compared with the fp32 eager N
 
 Tolerances. The first step starts from identical weights on an identical batch, so its loss differs
 only by rounding: fp32 switches reorder sums (unit roundoff 6e-8; the loss of this ~25-layer net
-stays within 1e-5 relative), bf16 rounds activations to 8 significant bits (unit roundoff 3.9e-3;
-the loss stays within 2e-2 relative). The weights after a few steps cannot be held to rounding:
+stays within 1e-5 relative), bf16 rounds activations to 8 significant bits (unit roundoff 3.9e-3,
+compounded over ~25 layers: about 2e-2 if the errors add like a random walk, 0.1 if they all add
+up; the width-16 model's first loss measured 2.2-2.5% off, so 5e-2 relative). The weights after a few steps cannot be held to rounding:
 FroSSL normalises the embeddings (mean, std, trace), so the loss is scale-invariant and its
 gradient is a difference of nearly cancelling terms that amplifies rounding by orders of magnitude,
 and the steps compound it. So the updates are compared in direction: cosine(update, reference update) above 0.95 for fp32
@@ -15,12 +16,14 @@ import torch
 
 from repro.cli import UserError
 from repro.config import load_config
-from repro.device import DeviceSetup, use_bf16, use_channels_last
+from repro.device import DeviceSetup, strided_pointwise_hazard, use_bf16, use_channels_last
 from repro.distributed import DistEnv
+from repro.models import resnet18
 from repro.train import Pretrainer, build_model, compile_forward
 
 CPU = torch.device("cpu")
-TINY = ["model.width=8", "model.proj_hidden_dim=64", "model.proj_output_dim=32", "device=cpu", "data.batch_size=16"]
+# width 16: the smallest whose channels-last backward oneDNN handles on every CPU (test below)
+TINY = ["model.width=16", "model.proj_hidden_dim=64", "model.proj_output_dim=32", "device=cpu", "data.batch_size=16"]
 STEPS = 3
 
 
@@ -38,6 +41,27 @@ def test_auto_switches_follow_the_gpu_recipe_and_explicit_ones_hold_on_cpu():
     assert not DeviceSetup.from_config(load_config(None, ["device=cpu", "model.channels_last=false"])).channels_last
     with pytest.raises(UserError, match="model.channels_last"):
         load_config(None, ["model.channels_last=sometimes"])
+
+
+def test_channels_last_is_kept_off_the_cpu_backward_that_onednn_mishandles(capsys):
+    # oneDNN's strided 1x1 convolution with < 16 input channels in nhwc (uxlfoundation/oneDNN#6035):
+    # ResNet18's downsample convolutions have width, 2x and 4x width input channels
+    assert strided_pointwise_hazard(resnet18(width=8)) == "layer2.0.downsample.0 (8 input channels)"
+    assert strided_pointwise_hazard(resnet18(width=4, cifar_stem=True)).startswith("layer2.0.downsample.0")
+    assert strided_pointwise_hazard(resnet18(width=16)) is None and strided_pointwise_hazard(resnet18()) is None
+    narrow = resnet18(width=8)
+    auto = DeviceSetup.create("cpu").for_model(narrow)
+    assert not auto.channels_last and "NCHW on the CPU" in capsys.readouterr().err
+    assert DeviceSetup.create("cpu").for_model(resnet18(width=16)).channels_last   # the others keep it
+    with pytest.raises(UserError, match=r"model.channels_last=true on the CPU: layer2.0.downsample.0 .*oneDNN#6035"):
+        DeviceSetup.create("cpu", channels_last=True).for_model(narrow)
+    # not the CPU: the setup is unchanged (the fault is oneDNN's, the CPU backend's)
+    other = DeviceSetup(torch.device("meta"), bf16=False, channels_last=True, channels_last_asked=True)
+    assert other.for_model(narrow) is other
+    # the trainer goes through it: the width-8 model trains in NCHW on the CPU under `auto`
+    cfg = load_config(None, TINY + ["model.width=8"])
+    method, _, _, setup = build_model(cfg, DeviceSetup.from_config(cfg), DistEnv())
+    assert not setup.channels_last and not method.backbone.conv1.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
@@ -70,7 +94,7 @@ def _batches(seed: int):
 def _train_steps(setup: DeviceSetup, *, compiled: bool = False, data_seed: int = 1):
     """The trainer's step (its model, optimizer, batch move, autocast): losses and the total update."""
     cfg = load_config(None, TINY)
-    method, classifier, optimizer = build_model(cfg, setup, DistEnv())
+    method, classifier, optimizer, setup = build_model(cfg, setup, DistEnv())
     model = Pretrainer(method, classifier).train()
     start = torch.cat([p.detach().float().flatten().clone() for p in model.parameters()])
     forward = compile_forward(model, compiled)
@@ -98,8 +122,8 @@ def _cosine(a, b):
 
 @pytest.mark.parametrize("precision, channels_last, loss_rtol, min_cosine", [
     ("fp32", True, 1e-5, 0.95),
-    ("bf16", False, 2e-2, 0.5),
-    ("bf16", True, 2e-2, 0.5),
+    ("bf16", False, 5e-2, 0.5),
+    ("bf16", True, 5e-2, 0.5),
 ])
 def test_gpu_switches_train_like_fp32_eager(reference, precision, channels_last, loss_rtol, min_cosine):
     setup = DeviceSetup.create("cpu", precision=precision, channels_last=channels_last)

@@ -285,6 +285,25 @@ def test_colour_steps_equal_torchvision_functional_ops():
     assert torch.equal(aug.solarize(levels.clone()), TF.solarize(levels, 128 / 255))
 
 
+def test_each_colour_step_gives_an_image_the_same_values_in_any_batch():
+    # a rank augments its half of the global batch, and _apply_to a step's images of it: an image's
+    # values must not depend on the batch's size (a BLAS product blocks by it; found on an AVX-512
+    # Xeon, where adjust_contrast's matrix-vector product gave 1-ulp differences at some sizes)
+    from repro.data import gpu_augment as aug
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(40, 3, 32, 32, generator=g)
+    factors, sigma = torch.rand(40, generator=g) * 1.6 + 0.2, torch.rand(40, generator=g) * 1.9 + 0.1
+    for step, args in [(aug.adjust_brightness, (factors,)), (aug.adjust_contrast, (factors,)),
+                       (aug.adjust_saturation, (factors,)), (aug.adjust_hue, (factors - 1,)),
+                       (aug.to_grayscale, ()), (aug.gaussian_blur, (sigma,)), (aug.solarize, ())]:
+        whole = step(x.clone(), *args)
+        for cut in (1, 3, 17, 33):
+            parts = torch.cat([step(x[:cut].clone(), *(a[:cut] for a in args)),
+                               step(x[cut:].clone(), *(a[cut:] for a in args))])
+            assert torch.equal(parts, whole), (step.__name__, cut)
+
+
 def test_blur_matches_pil_gaussian_blur():
     from PIL import ImageFilter
 

@@ -84,9 +84,11 @@ def _mask(compare, a: torch.Tensor, b) -> torch.Tensor:
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
-    """(n, 3, H, W) -> (n, 1, H, W) grayscale (a matrix product: no strided per-channel passes)."""
-    weights = x.new_tensor(LUMA).view(1, 3)
-    return torch.matmul(weights, x.reshape(x.shape[0], 3, -1)).view(x.shape[0], 1, *x.shape[2:])
+    """(n, 3, H, W) -> (n, 1, H, W) grayscale, torchvision's sum in its order, element by element. Not a
+    matrix product: BLAS kernels may fuse multiply-adds and block by batch size, so an image's gray
+    level would depend on the CPU and on which batch (which rank's half) it is in."""
+    r, g, b = x.unbind(1)
+    return (r * LUMA[0]).add_(g * LUMA[1]).add_(b * LUMA[2]).unsqueeze(1)
 
 
 def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
@@ -94,9 +96,10 @@ def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend with the image's mean gray level (a linear function: mean of the channel means)."""
-    weights = x.new_tensor(LUMA)
-    mean = (x.mean(dim=(2, 3)) @ weights).view(-1, 1, 1, 1)
+    """Blend with the image's mean gray level (a linear function: the luma of the channel means, summed
+    element by element as in _luma: a matrix-vector product's blocking depends on the batch size)."""
+    r, g, b = x.mean(dim=(2, 3)).unbind(1)
+    mean = (r * LUMA[0]).add_(g * LUMA[1]).add_(b * LUMA[2]).view(-1, 1, 1, 1)
     f = factor.view(-1, 1, 1, 1)
     return x.mul_(f).add_((1 - f) * mean).clamp_(0, 1)
 
