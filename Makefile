@@ -160,9 +160,11 @@ DRY_RUN = $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run)
 EXPERIMENTS = $(PYTHON) -m repro.experiments
 # claims: SEEDS only when set on the command line (else the profile's: 0 1 2, or 0 for claims-quick)
 CLAIMS_SEEDS = $(if $(filter command line environment override,$(origin SEEDS)),$(SEEDS))
-EXPERIMENT_FLAGS = $(DRY_RUN) --gpus "$(GPUS)" --out "$(OUT)" --data-dir "$(DATA_DIR)" \
+# every target's flags but the seeds and the profile (claims picks its own): COMMON_FLAGS
+EXPERIMENT_FLAGS = $(COMMON_FLAGS) --seeds "$(SEEDS)" --profile "$(PROFILE)"
+COMMON_FLAGS = $(DRY_RUN) --gpus "$(GPUS)" --out "$(OUT)" --data-dir "$(DATA_DIR)" \
   --imagenet-dir "$(IMAGENET_DIR)" --cifar10 "$(CIFAR10)" --methods "$(METHODS)" --datasets "$(DATASETS)" \
-  --seeds "$(SEEDS)" --epochs "$(EPOCHS)" --profile "$(PROFILE)" --probe "$(PROBE)" \
+  --epochs "$(EPOCHS)" --probe "$(PROBE)" \
   --overrides "$(OVERRIDES)" --prepare-data "$(PREPARE_DATA)" --spectra-every "$(SPECTRA_EVERY)" \
   --nnodes "$(NNODES)" --node-rank "$(NODE_RANK)" --master-addr "$(MASTER_ADDR)" --master-port "$(MASTER_PORT)" \
   --variant "$(VARIANT)" --cache-dir "$(CACHE_DIR)"
@@ -187,7 +189,7 @@ figure4: setup ## Figure 4: ImageNet FroSSL vs Barlow Twins, 100 epochs (GPUS=4 
 	+$(EXPERIMENTS) figure4 $(EXPERIMENT_FLAGS)
 
 claims: setup ## CPU claims profile on real CIFAR-10 (Table 3 / Figure 3 / ablation claims, 3 seeds, ~55 min on 2 idle cores) [PROFILE=claims-quick CIFAR10=archive]
-	+$(EXPERIMENTS) claims $(EXPERIMENT_FLAGS) --profile "$(if $(filter paper,$(PROFILE)),claims,$(PROFILE))" --seeds "$(CLAIMS_SEEDS)"
+	+$(EXPERIMENTS) claims $(COMMON_FLAGS) --profile "$(if $(filter paper,$(PROFILE)),claims,$(PROFILE))" --seeds "$(CLAIMS_SEEDS)"
 
 all: setup ## every experiment above, then the full check and the report
 	+$(EXPERIMENTS) all $(EXPERIMENT_FLAGS)
