@@ -73,7 +73,7 @@ class ModelConfig:
     proj_hidden_dim: int = 2048
     proj_output_dim: int = 1024
     pred_hidden_dim: int = 0          # predictor hidden width (BYOL 4096, SimSiam 512); unused by other methods
-    channels_last: bool | str = "auto"  # "auto": CUDA and CPU (repro/device.py); true: every device; false: never
+    channels_last: bool | str = "auto"  # "auto": CUDA and CPU (CPU: not below width 16, repro/device.py); true: every device; false: never
 
 
 @dataclass(frozen=True)
