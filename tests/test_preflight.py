@@ -112,3 +112,18 @@ def test_a_plan_that_fits_passes_and_says_what_it_checked(tmp_path, capsys, cifa
     line = capsys.readouterr().out.strip().splitlines()[-1]
     assert line.startswith("# preflight: 1 runs; data: present; disk: about ") and "1000.00 GB free" in line
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_stl10_download_is_counted_against_the_disk_from_its_pixel_count(tmp_path, capsys, monkeypatch):
+    # STL-10's page documents no archive size; its binaries are raw pixels, so the download (archive plus
+    # unpacked files) is bounded by twice 113,000 images x 96 x 96 x 3 bytes (train, test, unlabeled)
+    from repro.formats.catalog import DATASETS
+    assert DATASETS["stl10"].archive_size is None
+    assert DATASETS["stl10"].download_bytes == 2 * (5_000 + 8_000 + 100_000) * 96 * 96 * 3
+    assert DATASETS["cifar10"].download_bytes == 2 * 163_000_000   # the documented archive size, twice
+    assert DATASETS["imagefolder"].download_bytes is None
+    monkeypatch.setattr(preflight.PROBES, "free_bytes", lambda path: 5 * 10**9)   # enough for checkpoints only
+    monkeypatch.setattr(preflight.PROBES, "shm_bytes", lambda: 10**10)
+    result = refuse(capsys, "table2", "--methods", "frossl", "--datasets", "stl10", "--out", str(tmp_path / "runs"),
+                    "--data-dir", str(tmp_path / "data"))
+    assert_refused(result, "not enough disk", "stl10 download 6.25 GB", "5.00 GB free", tmp_path=tmp_path)

@@ -80,8 +80,9 @@ def planned_data(specs: list[RunSpec], opts: Options) -> dict:
                 out["by_hand"].append(f"{dataset} at {root}/{record.source_folder} "
                                       f"({ROOT_VARIABLE.get(dataset, 'DATA_DIR')}=..., docs/data.md)")
                 continue
-            out["downloads"].append(f"{dataset} {record.archive_size or '(archive size not documented)'} "
-                                    f"from {record.download_url} into {root}")
+            size = record.archive_size or "(archive size not documented" + (
+                f"; {record.download_bytes / 2e9:.2f} GB unpacked)" if record.download_bytes else ")")
+            out["downloads"].append(f"{dataset} {size} from {record.download_url} into {root}")
         if record.ffcv_train_file is None or not has_ffcv or ready_ffcv_file(root, record, opts) is not None:
             continue
         images = record.split_sizes.get(record.train_split)

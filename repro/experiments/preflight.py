@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -159,15 +158,8 @@ def check_data(planned: list[RunSpec], configs: list, opts: Options) -> dict[str
                             f"does not download it: pass {variable}=<folder holding {record.source_folder}>, or "
                             f"PREPARE_DATA=auto to download {record.archive_size or 'it'} from {record.download_url}; "
                             f"nothing was started")
-        downloads.setdefault(spec.dataset, (root, 2 * archive_bytes(record.archive_size)
-                                            if record.archive_size else None))
+        downloads.setdefault(spec.dataset, (root, record.download_bytes))
     return downloads
-
-
-def archive_bytes(size: str) -> int:
-    """'163 MB' (the catalog's archive_size, as the dataset's page prints it) -> bytes."""
-    number, unit = re.fullmatch(r"\s*([\d.]+)\s*([KMG]B)\s*", size).groups()
-    return int(float(number) * {"KB": 1e3, "MB": 1e6, "GB": 1e9}[unit])
 
 
 def check_folders(opts: Options, downloads: dict) -> None:

@@ -11,6 +11,7 @@ experiment planner and the converters can read the catalog without loading torch
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -37,12 +38,27 @@ class DatasetRecord:
     source_folder: str | None = None      # inside DATA_DIR; its presence means the source is there
     download_url: str | None = None       # the official archive (None: not downloadable)
     archive_size: str | None = None       # the archive's size as the documentation prints it
+    raw_pixels: bool = False              # the release stores uncompressed pixels (sizes follow from the counts)
     documentation: str | None = None      # the page the sizes above come from
     converter_module: str | None = None   # data_prep module writing the FFCV files (None: none)
     converter_flags: tuple[str, ...] = ()  # its flags before --root
 
     def __post_init__(self):
         object.__setattr__(self, "split_sizes", MappingProxyType(dict(self.split_sizes)))
+
+    @property
+    def download_bytes(self) -> int | None:
+        """Disk a download takes, the archive plus its unpacked copy: twice the documented archive size;
+        without one, for a release of raw pixels (STL-10's binaries: no archive size on its page),
+        twice the pixels of its splits (images x side^2 x 3 bytes; a compressed archive of them is
+        smaller). None when neither is known."""
+        if self.archive_size:
+            number, unit = re.fullmatch(r"\s*([\d.]+)\s*([KMG]B)\s*", self.archive_size).groups()
+            return 2 * int(float(number) * {"KB": 1e3, "MB": 1e6, "GB": 1e9}[unit])
+        if self.raw_pixels:
+            images = sum(count for split, count in self.split_sizes.items() if "+" not in split)
+            return 2 * images * self.image_size ** 2 * 3
+        return None
 
     @property
     def has_converter(self) -> bool:
@@ -85,13 +101,13 @@ DATASETS: Mapping[str, DatasetRecord] = MappingProxyType({record.name: record fo
     DatasetRecord(
         # train+unlabeled is the paper's pretraining set: train then unlabeled, torchvision's order.
         # The page states the counts (500 train / 800 test per class, 100,000 unlabeled) but, as
-        # read, no archive size: none is written here.
+        # read, no archive size: none is written here; the binaries are raw 96x96x3 pixels.
         "stl10", num_classes=10, image_size=96, cifar_stem=False,
         splits=("train", "test", "unlabeled", "train+unlabeled"),
         split_sizes={"train": 5_000, "test": 8_000, "unlabeled": 100_000, "train+unlabeled": 105_000},
         train_split="train+unlabeled", torchvision_class="STL10", source_folder="stl10_binary",
         download_url="http://ai.stanford.edu/~acoates/stl10/stl10_binary.tar.gz", archive_size=None,
-        documentation=_STL10_PAGE, converter_module="data_prep.write_stl10"),
+        raw_pixels=True, documentation=_STL10_PAGE, converter_module="data_prep.write_stl10"),
     DatasetRecord(
         # any DATA_DIR/<split>/<class>/<image> tree (ImageNet's layout): classes, splits and their
         # sizes come from the folders; downloaded by hand
