@@ -171,6 +171,26 @@ def test_record_writes_provenance_and_spread_tolerances(tmp_path, monkeypatch):
     assert rows["probe_top1/frossl"].status == "FAIL"
 
 
+def test_a_one_seed_reference_takes_the_three_seed_spread(tmp_path):
+    # claims-quick's references have one seed (tolerance: the 5% / 0.5 floor); a run on another machine
+    # differs like another seed, so the check widens each to the claims profile's tolerance for the cell
+    expected = tmp_path / "expected"
+    shutil.copytree(ROOT / "expected_results", expected)
+    for profile, std in (("claims", 2.0), ("claims-quick", None)):
+        (expected / profile / "claims.yaml").write_text(yaml.safe_dump({"experiment": "claims", "profile": profile,
+            "cells": {"probe_top1/frossl": {"value": 30.0, "tolerance": 6.0 if std else 1.5, "std": std, "n": 3 if std else 1},
+                      "probe_top1/simclr": {"value": 30.0, "tolerance": 1.5, "std": None, "n": 1}}}))
+    results = tmp_path / "results"
+    claims_result(results, {"probe_top1/frossl": cell(34.0, None, 1), "probe_top1/simclr": cell(34.0, None, 1)},
+                  profile="claims-quick")
+    rows = {r.cell: r for r in run_check(results, expected_dir=expected, only=["claims"], profile="claims-quick")}
+    assert rows["probe_top1/frossl"].status == "PASS" and "claims profile's seed spread" in rows["probe_top1/frossl"].note
+    assert rows["probe_top1/simclr"].status == "FAIL"      # its 3-seed tolerance is no wider: the floor holds
+    claims_result(results, {"probe_top1/frossl": cell(37.0, None, 1)}, profile="claims-quick")
+    rows = {r.cell: r for r in run_check(results, expected_dir=expected, only=["claims"], profile="claims-quick")}
+    assert rows["probe_top1/frossl"].status == "FAIL"      # 7 points off: beyond the 3-seed tolerance too
+
+
 @pytest.mark.parametrize("profile", ["claims", "claims-quick"])
 def test_committed_references_carry_the_recording_commands_provenance(profile):
     """expected_results/<profile>/claims.yaml as `record claims` writes it: every cell names the make
