@@ -84,7 +84,7 @@ def _mask(compare, a: torch.Tensor, b) -> torch.Tensor:
 
 
 def _luma(x: torch.Tensor) -> torch.Tensor:
-    """(n, 3, H, W) -> (n, 1, H, W) grayscale, torchvision's sum in its order, element by element. Not a
+    """(n, 3, ...) -> (n, 1, ...) grayscale, torchvision's sum in its order, element by element. Not a
     matrix product: BLAS kernels may fuse multiply-adds and block by batch size, so an image's gray
     level would depend on the CPU and on which batch (which rank's half) it is in."""
     r, g, b = x.unbind(1)
@@ -96,10 +96,8 @@ def adjust_brightness(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 
 
 def adjust_contrast(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """Blend with the image's mean gray level (a linear function: the luma of the channel means, summed
-    element by element as in _luma: a matrix-vector product's blocking depends on the batch size)."""
-    r, g, b = x.mean(dim=(2, 3)).unbind(1)
-    mean = (r * LUMA[0]).add_(g * LUMA[1]).add_(b * LUMA[2]).view(-1, 1, 1, 1)
+    """Blend with the image's mean gray level (a linear function: the luma of the channel means)."""
+    mean = _luma(x.mean(dim=(2, 3))).view(-1, 1, 1, 1)
     f = factor.view(-1, 1, 1, 1)
     return x.mul_(f).add_((1 - f) * mean).clamp_(0, 1)
 
