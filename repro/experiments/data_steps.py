@@ -80,8 +80,8 @@ def planned_data(specs: list[RunSpec], opts: Options) -> dict:
                 out["by_hand"].append(f"{dataset} at {root}/{record.source_folder} "
                                       f"({ROOT_VARIABLE.get(dataset, 'DATA_DIR')}=..., docs/data.md)")
                 continue
-            size = record.archive_size or "(archive size not documented" + (
-                f"; {record.download_bytes / 2e9:.2f} GB unpacked)" if record.download_bytes else ")")
+            unpacked = f"; {record.pixel_bytes / 1e9:.2f} GB unpacked" if record.pixel_bytes else ""
+            size = record.archive_size or f"(archive size not documented{unpacked})"
             out["downloads"].append(f"{dataset} {size} from {record.download_url} into {root}")
         if record.ffcv_train_file is None or not has_ffcv or ready_ffcv_file(root, record, opts) is not None:
             continue

@@ -47,18 +47,23 @@ class DatasetRecord:
         object.__setattr__(self, "split_sizes", MappingProxyType(dict(self.split_sizes)))
 
     @property
+    def pixel_bytes(self) -> int | None:
+        """A raw-pixel release's unpacked size (STL-10's binaries): the images of its splits x side^2 x 3
+        bytes (a combined split such as train+unlabeled counted once); None for other releases."""
+        if not self.raw_pixels:
+            return None
+        images = sum(count for split, count in self.split_sizes.items() if "+" not in split)
+        return images * self.image_size ** 2 * 3
+
+    @property
     def download_bytes(self) -> int | None:
         """Disk a download takes, the archive plus its unpacked copy: twice the documented archive size;
-        without one, for a release of raw pixels (STL-10's binaries: no archive size on its page),
-        twice the pixels of its splits (images x side^2 x 3 bytes; a compressed archive of them is
-        smaller). None when neither is known."""
+        without one (STL-10's page gives none), twice pixel_bytes (a compressed archive of raw pixels
+        is smaller than they are). None when neither is known."""
         if self.archive_size:
             number, unit = re.fullmatch(r"\s*([\d.]+)\s*([KMG]B)\s*", self.archive_size).groups()
             return 2 * int(float(number) * {"KB": 1e3, "MB": 1e6, "GB": 1e9}[unit])
-        if self.raw_pixels:
-            images = sum(count for split, count in self.split_sizes.items() if "+" not in split)
-            return 2 * images * self.image_size ** 2 * 3
-        return None
+        return 2 * self.pixel_bytes if self.pixel_bytes else None
 
     @property
     def has_converter(self) -> bool:
