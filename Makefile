@@ -91,6 +91,11 @@ evaluate: setup ## linear probe + k-NN of a run: make evaluate RUN=runs/cifar10-
 	@test -n "$(RUN)" || { echo "error: RUN is empty: make evaluate RUN=runs/<name>" >&2; exit 2; }
 	$(PYTHON) -m repro.evaluate $(RUN) $(ARGS)
 
+.PHONY: export
+export: setup ## a run's backbone as a torchvision resnet18 state_dict + JSON sidecar (docs/export.md): make export RUN=runs/cifar10-frossl [ARGS="--out x.pt"]
+	@test -n "$(RUN)" || { echo "error: RUN is empty: make export RUN=runs/<name>" >&2; exit 2; }
+	$(PYTHON) -m repro.export $(RUN) $(ARGS)
+
 # every run folder's tb/ under OUT (the trainer writes it beside metrics.jsonl); --bind_all: reachable
 # from other machines and through docker run -p (README "Watching a run")
 TB_PORT ?= 6006
