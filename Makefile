@@ -97,7 +97,7 @@ export: setup ## a run's backbone as a torchvision resnet18 state_dict + JSON si
 	$(PYTHON) -m repro.export $(RUN) $(ARGS)
 
 # every run folder's tb/ under OUT (the trainer writes it beside metrics.jsonl); --bind_all: reachable
-# from other machines and through docker run -p (README "Watching a run")
+# from other machines and through docker run -p (docs/training.md "Watching a run")
 TB_PORT ?= 6006
 .PHONY: tensorboard
 tensorboard: setup ## live view of the runs in OUT (loss terms, lr, online top-1/5, images/s): http://HOST:TB_PORT [OUT=runs TB_PORT=6006]
