@@ -55,7 +55,7 @@ def test_each_command_runs_its_module_main(monkeypatch, tmp_path):
     assert exit_status.value.code == 0
 
 
-@pytest.mark.slow
+@pytest.mark.slow   # the default run: test_each_command_runs_its_module_main, in this process
 def test_pip_install_into_a_fresh_venv_gives_working_commands(tmp_path):
     # Offline: a fresh virtualenv without pip sees this (locked) environment's packages through a .pth
     # file, and `pip install --no-index` must find every pyproject dependency satisfied by them.
