@@ -19,7 +19,7 @@ PYTEST_ARGS ?=
 # estimator (repro/experiments/summary.py summarize, at repro/gpu_check/estimate.py's reference GPU);
 # tests/test_make_help.py fails when one differs from it. `make -n TARGET` prints the same for any variables.
 HELP_PAPER := figure2 table2 table3 ablation figure3 figure4 claims all
-HELP_EVERYDAY := demo test test-slow train evaluate tensorboard check report
+HELP_EVERYDAY := demo test test-slow train evaluate export tensorboard check report
 HELP_DATA := data bench bench-data
 HELP_SETUP := setup gpu-check fresh-machine-test faults
 HELP_COST_figure2 := CPU, no training run
@@ -47,7 +47,7 @@ HELP_VAR_OVERRIDES := extra key=value config overrides for every run (NOT-COMPAR
 HELP_VAR_PREPARE_DATA := auto (download, write FFCV files) | none
 HELP_VAR_CONFIG := make train: the config file
 HELP_VAR_ARGS := make demo/train/evaluate: extra arguments
-HELP_VAR_RUN := make evaluate: the run folder
+HELP_VAR_RUN := make evaluate, make export: the run folder
 HELP_TARGETS = $(shell sed -nE 's/^([a-zA-Z0-9_-]+):.*\#\# .*/\1/p' $(MAKEFILE_LIST))
 help_line = sed -nE 's/^$(1):.*\#\# (.*)/\1/p' $(MAKEFILE_LIST) | head -n1 | \
   awk -v t='$(1)' -v c='$(HELP_COST_$(1))' '{printf "  make %-19s %s%s\n", t, $$0, (c == "" ? "" : "  [" c "]")}';
