@@ -18,7 +18,7 @@ import json
 import sys
 from pathlib import Path
 
-from repro.checkpoint import CHECKPOINT, load_checkpoint, load_run_config, save_checkpoint, write_json
+from repro.checkpoint import load_run_checkpoint, load_run_config, save_checkpoint, write_json
 from repro.cli import UserError, run_cli
 from repro.data import image_size
 from repro.data.augment import mean_std
@@ -56,15 +56,11 @@ def export_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
     if not model.cifar_stem and model.in_channels != 3:
         raise UserError(f"run '{run_dir}' has a 7x7 stem on {model.in_channels} channels, which torchvision's "
                         f"resnet18 does not build: export takes 3-channel runs or the CIFAR stem")
-    checkpoint_path = run_dir / CHECKPOINT
-    if not checkpoint_path.is_file():
-        raise UserError(f"'{run_dir}' has no {CHECKPOINT}: train it first (python -m repro.train with the same "
-                        f"config and name)")
     out = Path(out) if out else run_dir / DEFAULT_NAME
     if out.suffix != ".pt" or not out.parent.is_dir():
         raise UserError(f"--out '{out}': give a .pt file in an existing folder")
 
-    checkpoint = load_checkpoint(checkpoint_path)
+    checkpoint = load_run_checkpoint(run_dir)
     weights = {key[len(PREFIX):]: value.detach().contiguous() for key, value in checkpoint["method"].items()
                if key.startswith(PREFIX)}
     build_backbone(model).load_state_dict(weights)   # strict: exactly the backbone's keys, or this raises

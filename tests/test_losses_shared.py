@@ -2,7 +2,6 @@
 full-precision region, and that every loss file uses them instead of its own copy."""
 import ast
 import re
-from pathlib import Path
 
 import pytest
 import torch

@@ -32,7 +32,7 @@ def test_citation_names_the_paper_as_docs_sources_records_it_and_the_artifact():
     assert paper["url"] == f"https://arxiv.org/abs/{ARXIV_ID}"
     assert ARXIV_ID in paper["journal"] and paper["identifiers"][0]["value"] == f"10.48550/arXiv.{ARXIV_ID}"
     authors = ", ".join(a["family-names"] for a in paper["authors"])
-    assert f"Skean, Dhakal,\nJacobs, Sanchez Giraldo" in sources and authors == "Skean, Dhakal, Jacobs, Sanchez Giraldo"
+    assert "Skean, Dhakal,\nJacobs, Sanchez Giraldo" in sources and authors == "Skean, Dhakal, Jacobs, Sanchez Giraldo"
     assert (ROOT / "LICENSE").read_text().startswith("MIT License\n") and PYPROJECT["license"] == "MIT"
 
 

@@ -9,7 +9,6 @@ write them, so solo-learn's learning rates apply unchanged. Sources: docs/source
 """
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
