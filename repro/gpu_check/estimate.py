@@ -100,7 +100,7 @@ def anchor_rate() -> float:
 
 def reference_note() -> str:
     """How the plan's range of GPU-hours is made, in one line."""
-    return (f"a range of two estimates, not measurements: FLOP counts at {REFERENCE_UTILISATION:.0%} of one "
+    return (f"a range of two estimates, not a measurement: FLOP counts at {REFERENCE_UTILISATION:.0%} of one "
             f"{REFERENCE_GPU}'s {REFERENCE_PEAK_FLOPS / 1e12:.0f} TFLOP/s dense bf16 peak - the rate of a "
             f"published SimCLR ResNet18 CIFAR-10 epoch of {ANCHOR_EPOCH_S} s on one {ANCHOR_GPU} (fp32); "
             f"`make gpu-check` measures yours (repro/gpu_check/estimate.py)")
