@@ -194,7 +194,9 @@ install_offline() {
     py=$base
   fi
   echo "setup: offline: installing $dir's wheels (no index, hashes checked)"
-  PIP_NO_INDEX=1 "$py" -m pip install -q --no-index --find-links "$dir" --require-hashes -r "$dir/requirements.txt" ||
+  # --ignore-installed: the wheelhouse's versions in the venv even where the site (or PYTHONPATH) has others
+  PIP_NO_INDEX=1 "$py" -m pip install -q --no-index --find-links "$dir" --require-hashes --ignore-installed \
+    -r "$dir/requirements.txt" ||
     die "installing from $dir failed (above): rebuild it for this node with make wheelhouse PYTHON_VERSION=$version PLATFORM=..."
   torch_version=$(check_torch "$py")
   # what runs without the optional packages (none of them is in a default wheelhouse)
