@@ -297,7 +297,24 @@ def bare_node_env(tmp_path):
     return env
 
 
-@pytest.mark.slow   # ~30-90 s: two torch imports and a tiny bench on the CPU
+def test_a_bare_node_without_data_runs_to_the_end_and_says_what_it_skipped(tmp_path):
+    """The default suite's cut of the bare-node run below: no bench (its own slow test), the rest real."""
+    out = tmp_path / "gpu-check"
+    result = subprocess.run([sys.executable, "-m", "repro.gpu_check", "--dry-run", "--out", str(out),
+                             "--only", "estimate"], cwd=tmp_path, env=bare_node_env(tmp_path),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "gpu_check.json").read_text())
+    parts = summary["parts"]
+    assert summary["finished"] and summary["data"]["given"] is None and summary["loader"] == "torchvision"
+    assert parts["environment"]["status"] == "passed"
+    assert parts["environment"]["details"]["optional_packages"]["sklearn"] is None
+    assert parts["train"]["status"] == "skipped" and "no --data or CIFAR10=" in parts["train"]["reason"]
+    assert parts["cuda_tests"]["status"] == "skipped" and "needs CUDA" in parts["cuda_tests"]["reason"]
+    assert parts["estimate"]["status"] == "skipped" and parts["estimate"]["details"]["anchor_based"]["table2"]
+
+
+@pytest.mark.slow   # 112 s on the 2-core dev machine under load: two torch imports and a tiny bench on the CPU
 def test_a_bare_node_runs_the_dry_mode_to_the_end(tmp_path):
     out = tmp_path / "gpu-check"
     result = subprocess.run([sys.executable, "-m", "repro.gpu_check", "--dry-run", "--out", str(out)], cwd=tmp_path,
