@@ -136,11 +136,14 @@ write_wheelhouse() {
   # the lock's pins without hashes (pip allows none in constraints)
   sed -nE 's/^([A-Za-z0-9_.-]+==[^ ]+( ;[^\\]*)?) \\$/\1/p' requirements.lock > "$constraints"
   echo "setup: downloading $packages for Python $pyver on $platform into $dir"
+  local status=0
   # shellcheck disable=SC2046,SC2086 # one word per flag and package
   "$py" -m pip download -q --only-binary=:all: --implementation cp --python-version "$pyver" \
-    $(platform_flags "$platform") -c "$constraints" -d "$dir" $packages ||
-    { rm -f "$constraints"; die "pip download failed (above): check PYTHON_VERSION=$pyver and PLATFORM=$platform (e.g. manylinux_2_28_x86_64), and the registry"; }
+    $(platform_flags "$platform") -c "$constraints" -d "$dir" $packages 2>&1 |
+    { grep -v "^WARNING: Location '.*' is ignored" || true; } || status=$?   # pipefail: pip's status
   rm -f "$constraints"
+  [ "$status" = 0 ] ||
+    die "pip download failed (above): check PYTHON_VERSION=$pyver and PLATFORM=$platform (e.g. manylinux_2_28_x86_64), and the registry"
   : > "$dir/requirements.txt.tmp"
   for whl in "$dir"/*.whl; do
     hash=$(sha256sum "$whl" | cut -d' ' -f1)

@@ -270,7 +270,7 @@ HIDE = """
 import sys
 from importlib.machinery import PathFinder
 
-HIDDEN = {"ffcv", "sklearn", "tensorboard", "numba", "cv2", "matplotlib", "scipy", "lightly", "xdist"}
+HIDDEN = {"ffcv", "sklearn", "tensorboard", "numba", "cv2", "matplotlib", "scipy", "lightly"}
 
 
 class Hide(PathFinder):
