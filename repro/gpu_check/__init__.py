@@ -283,7 +283,14 @@ def main(argv: list[str]) -> int:
     logs.mkdir(parents=True, exist_ok=True)
     parts = {name: Part(name, status="pending", reason="not reached: the run ended before this part")
              for name in PARTS}
-    data = None
+    data, data_error = None, None
+    if data_path:   # before any part: data that is not CIFAR-10 is bad input (one line, nothing written)
+        try:
+            data = prepare_data(data_path, work / "data", settings.per_class)
+        except UserError:
+            raise
+        except Exception as err:
+            data_error = f"data preparation failed: {err}"
 
     def write_summary(finished: bool = False) -> list[str]:
         """gpu_check.json and gpu_check.md as they stand (atomically: a kill leaves the last whole pair)."""
@@ -340,16 +347,12 @@ def main(argv: list[str]) -> int:
         guarded("cuda_tests", lambda p: cuda_tests(p, logs, settings, optional))
     else:
         skip("cuda_tests", no_cuda)
-    if args.dry_run or usable:
-        try:
-            data = prepare_data(data_path, work / "data", settings.per_class) if data_path else \
-                synthetic_data(work / "data", settings.synthetic)
-        except UserError:
-            raise
-        except Exception as err:
-            for name in ("bench_eager", "bench_compile", "train"):
-                parts[name].status, parts[name].reason = "failed", f"data preparation failed: {err}"
-    if data is not None:
+    if data_error:
+        for name in ("bench_eager", "bench_compile", "train"):
+            parts[name].status, parts[name].reason = "failed", data_error
+    elif data is None and (args.dry_run or usable):
+        data = synthetic_data(work / "data", settings.synthetic)
+    if data is not None and (args.dry_run or usable):
         guarded("bench_eager", lambda p: bench(p, logs, settings, data, loader, False))
         if not usable:
             skip("bench_compile", "dry mode: torch.compile on the CPU builds C++ kernels for minutes and measures "
