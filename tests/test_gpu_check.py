@@ -227,7 +227,8 @@ def test_no_data_means_synthetic_batches_for_the_bench_and_no_train(tmp_path, mo
     code = gpu_check.main(["--dry-run", "--out", str(out), "--loader", "torchvision"])
     summary = json.loads((out / "gpu_check.json").read_text())
     assert summary["data"]["given"] is None and summary["data"]["kind"] == "synthetic"
-    assert summary["parts"]["train"]["status"] == "skipped" and "no --data or CIFAR10=" in summary["parts"]["train"]["reason"]
+    train = summary["parts"]["train"]
+    assert train["status"] == "skipped" and "no --data or CIFAR10=" in train["reason"]
     args = json.loads(argv.read_text())
     root = Path(args[args.index("--root") + 1])
     assert root.is_relative_to(out / "work") and (root / "cifar-10-batches-py" / "data_batch_5").is_file()

@@ -69,6 +69,9 @@ def render_markdown(summary: dict) -> str:
     env = parts["environment"]["details"]
     gpus = ", ".join(f"{g['name']} ({g['memory_gib']} GiB, sm {g['capability']})" for g in env.get("gpus", [])) \
         or "none"
+    given = summary["data"].get("given")
+    data = f"{given} ({summary['data'].get('kind', '-')})" if given else \
+        "none given (the bench reads synthetic batches)"
     lines = [
         "# gpu-check summary", "",
         *([] if summary.get("finished") else ["**Unfinished**: the run was cut off or is still running; the parts "
@@ -79,8 +82,7 @@ def render_markdown(summary: dict) -> str:
         f"(CUDA {env.get('torch_cuda_build') or '-'}, cuDNN {env.get('cudnn') or '-'}); "
         f"torchvision {env.get('torchvision', '-')}; numpy {env.get('numpy', '-')}; "
         f"Python {env.get('python', '-')} ({'virtualenv' if env.get('virtualenv') else 'system/site Python'})",
-        f"- data: {summary['data'].get('given') or 'none given (synthetic batches for the bench)'} "
-        f"({summary['data'].get('kind', '-')}); "
+        f"- data: {data}; "
         f"loader: **{summary['loader']}** ({summary['loader_note']})",
         f"- result: **{'FAILED: ' + ', '.join(summary['failed']) if summary['failed'] else 'no part failed'}**",
         "", "| part | status | time | note |", "|---|---|---|---|",
@@ -128,16 +130,16 @@ def render_markdown(summary: dict) -> str:
         else:
             head.append(f"No rate measured here ({e['reason']}).")
         head += ["", f"Beside it, the two estimates made before any measurement: FLOP-based (one {REFERENCE_GPU} at "
-                 f"{REFERENCE_UTILISATION:.0%} of its dense bf16 peak) and anchor-based (the published {ANCHOR_EPOCH_S} s "
-                 f"SimCLR ResNet18 CIFAR-10 epoch on one {ANCHOR_GPU}, fp32).", "",
+                 f"{REFERENCE_UTILISATION:.0%} of its dense bf16 peak) and anchor-based (the published "
+                 f"{ANCHOR_EPOCH_S} s SimCLR ResNet18 CIFAR-10 epoch on one {ANCHOR_GPU}, fp32).", "",
                  "| target | runs | pretraining | linear probes | total, measured here | FLOP-based | anchor-based |",
                  "|---|---|---|---|---|---|---|"]
         lines += head
         for target, flop in d["flop_based"].items():
             m = (measured or {}).get(target)
-            lines.append(f"| {target} | {'; '.join(flop['runs']) or 'CPU only'} | "
-                         f"{format_duration(m['pretrain_s']) if m else '-'} | {format_duration(m['probe_s']) if m else '-'} | "
-                         f"{'**' + format_duration(m['seconds']) + '**' if m else '-'} | "
+            here = [format_duration(m["pretrain_s"]), format_duration(m["probe_s"]),
+                    f"**{format_duration(m['seconds'])}**"] if m else ["-", "-", "-"]
+            lines.append(f"| {target} | {'; '.join(flop['runs']) or 'CPU only'} | {' | '.join(here)} | "
                          f"{format_duration(flop['seconds'])} | {format_duration(d['anchor_based'][target]['seconds'])} |")
     lines += ["", f"Logs of every command: {summary.get('logs', 'logs/')}. Send this file and gpu_check.json "
               f"(same folder) as the README's \"First hour on a GPU\" says.", ""]
