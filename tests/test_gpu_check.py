@@ -315,7 +315,7 @@ def test_a_bare_node_without_data_runs_to_the_end_and_says_what_it_skipped(tmp_p
     assert parts["estimate"]["status"] == "skipped" and parts["estimate"]["details"]["anchor_based"]["table2"]
 
 
-@pytest.mark.slow   # 112 s on the 2-core dev machine under load: two torch imports and a tiny bench on the CPU
+@pytest.mark.slow   # 49-112 s on the 2-core dev machine (other jobs running): two torch imports, a CPU bench
 def test_a_bare_node_runs_the_dry_mode_to_the_end(tmp_path):
     out = tmp_path / "gpu-check"
     result = subprocess.run([sys.executable, "-m", "repro.gpu_check", "--dry-run", "--out", str(out)], cwd=tmp_path,
