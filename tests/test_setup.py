@@ -243,6 +243,18 @@ def test_offline_install_refuses_an_unsupported_torch_a_damaged_wheel_or_another
     assert "holds no requirements.txt" in line and "make wheelhouse" in line
 
 
+def test_a_venv_set_up_offline_is_left_alone_by_the_online_recipe(tmp_path):
+    """make's every target runs setup.sh: on an offline node's venv it must not try apt or an index."""
+    fake_python(tmp_path, "3.10")                      # the online recipe would stop on this one
+    fake(tmp_path, "apt-get", f"touch {tmp_path}/apt-was-called")
+    (tmp_path / "venv").mkdir()
+    (tmp_path / "venv" / ".setup-offline").write_text("/wheelhouse\n")
+    result = run_main(tmp_path, tmp_path)
+    assert result.returncode == 0 and result.stdout == result.stderr == ""
+    (tmp_path / "venv" / ".setup-offline").unlink()
+    assert "Python 3.10" in one_line_error(run_main(tmp_path, tmp_path))
+
+
 def test_wheelhouse_platform_flags_take_older_manylinux_wheels(tmp_path):
     flags = call_setup_function(tmp_path, "platform_flags manylinux_2_28_x86_64").stdout.split()
     platforms = flags[1::2]
