@@ -1,10 +1,15 @@
-"""scripts/setup.sh's checks (simulated with fake python3/dpkg/apt-get on PATH), the lock files,
-and the SLURM batch script (fake scontrol/srun). Nothing here installs anything."""
+"""scripts/setup.sh's checks (simulated with fake python3/dpkg/apt-get on PATH), its offline install
+(small wheels built here, into a virtualenv under tmp_path, no network), the lock files, and the
+SLURM batch script (fake scontrol/srun). Nothing is installed outside tmp_path."""
+import base64
+import hashlib
 import os
 import re
 import signal
 import subprocess
+import sys
 import time
+import zipfile
 
 import pytest
 
@@ -146,6 +151,118 @@ def test_opencv_shim_asks_the_linker_for_core_and_imgproc_only(tmp_path):
     assert f"-I{tmp_path}/pc/include" in flags and "-I/usr/include/opencv4" in flags
     header = (tmp_path / "pc" / "include" / "opencv2" / "opencv.hpp").read_text()
     assert re.findall(r"#include <(\S+)>", header) == ["opencv2/core.hpp", "opencv2/imgproc.hpp"]
+
+
+# ---- offline install (--offline DIR) ---------------------------------------------------------
+def dummy_wheel(folder, name, version, requires=()):
+    """A pure-Python wheel of package `name` (module `name`), written by hand: the files, METADATA,
+    WHEEL and a RECORD with each file's hash."""
+    dist = f"{name}-{version}.dist-info"
+    files = {f"{name}/__init__.py": f"VERSION = {version!r}\n",
+             f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+                                 + "".join(f"Requires-Dist: {r}\n" for r in requires),
+             f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+
+    def digest(text):
+        return base64.urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
+
+    files[f"{dist}/RECORD"] = "".join(f"{path},sha256={digest(text)},{len(text.encode())}\n"
+                                      for path, text in files.items()) + f"{dist}/RECORD,,\n"
+    path = folder / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as whl:
+        for member, text in files.items():
+            whl.writestr(member, text)
+    return path
+
+
+def wheelhouse(tmp_path, python_version):
+    """What `make wheelhouse` writes: the wheels, requirements.txt pinning them by hash, wheelhouse.txt."""
+    folder = tmp_path / "wheelhouse"
+    folder.mkdir()
+    wheels = [dummy_wheel(folder, "frossl_dummy_a", "1.0"),
+              dummy_wheel(folder, "frossl_dummy_b", "2.0", requires=["frossl_dummy_a==1.0"])]
+    (folder / "requirements.txt").write_text("".join(
+        f"{w.name.split('-')[0]}=={w.name.split('-')[1]} --hash=sha256:{hashlib.sha256(w.read_bytes()).hexdigest()}\n"
+        for w in wheels))
+    (folder / "wheelhouse.txt").write_text(f"python={python_version} platform=manylinux_2_28_x86_64 with_torch=0\n")
+    return folder
+
+
+def site_module(tmp_path, torch_version):
+    """A cluster's site module, as PYTHONPATH shows it: torch (at torch_version) and the rest of the
+    trainer's imports as stubs; no ffcv, scikit-learn or tensorboard."""
+    site = tmp_path / f"site-{torch_version}"
+    for module in ("torch", "torchvision", "numpy", "PIL", "yaml", "tqdm"):
+        (site / module).mkdir(parents=True, exist_ok=True)
+        (site / module / "__init__.py").write_text(f"__version__ = {torch_version if module == 'torch' else '1.0'!r}\n")
+    return site
+
+
+def offline_setup(tmp_path, folder, torch_version):
+    """setup.sh --offline with the network closed: a bogus index, no proxies, no pip config."""
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and not k.startswith("PIP_")}
+    base = getattr(sys, "_base_executable", sys.executable)
+    env.update(VENV=str(tmp_path / "venv"), BASE_PYTHON=base, PYTHONPATH=str(site_module(tmp_path, torch_version)),
+               PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_CONFIG_FILE=os.devnull, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    return subprocess.run(["bash", str(SETUP), "--offline", str(folder)], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=300)
+
+
+def test_offline_install_from_a_wheelhouse_with_no_network(tmp_path):
+    version = "%d.%d" % sys.version_info[:2]
+    folder = wheelhouse(tmp_path, version)
+    result = offline_setup(tmp_path, folder, "2.11.0+cu128")
+    assert result.returncode == 0, result.stdout + result.stderr
+    venv_python = tmp_path / "venv" / "bin" / "python"
+    imported = subprocess.run([str(venv_python), "-c", "import frossl_dummy_a, frossl_dummy_b; "
+                               "print(frossl_dummy_a.__file__, frossl_dummy_b.VERSION)"],
+                              capture_output=True, text=True, env={"PATH": os.environ["PATH"]})
+    path, dummy_version = imported.stdout.split()
+    assert path.startswith(str(tmp_path / "venv")) and dummy_version == "2.0"
+    assert "torch 2.11.0+cu128 (supported >=2.11,<3)" in result.stdout
+    off = next(line for line in result.stdout.splitlines() if "off without optional packages" in line)
+    assert "ffcv: the torchvision loader" in off and "scikit-learn" in off and "tensorboard" in off
+    assert (tmp_path / "venv" / ".setup-offline").read_text().strip() == str(folder)
+
+
+def test_offline_install_refuses_an_unsupported_torch_a_damaged_wheel_or_another_python(tmp_path):
+    """Each a one-line error before the virtualenv is made."""
+    version = "%d.%d" % sys.version_info[:2]
+    folder = wheelhouse(tmp_path, version)
+    line = one_line_error(offline_setup(tmp_path, folder, "2.10.1"))
+    assert "torch 2.10.1 is outside the supported range >=2.11,<3" in line and "WITH_TORCH=1" in line
+    assert one_line_error(offline_setup(tmp_path, folder, "3.0.0")).startswith("setup: error: torch 3.0.0 is outside")
+    (folder / "frossl_dummy_a-1.0-py3-none-any.whl").write_bytes(b"not the pinned wheel")
+    line = one_line_error(offline_setup(tmp_path, folder, "2.11.0"))
+    assert "hash requirements.txt gives frossl_dummy_a==1.0" in line and "copy the wheelhouse again" in line
+    assert not (tmp_path / "venv").exists()
+    (tmp_path / "other").mkdir()
+    line = one_line_error(offline_setup(tmp_path / "other", wheelhouse(tmp_path / "other", "3.99"), "2.11.0"))
+    assert "is for Python 3.99" in line and f"PYTHON_VERSION={version}" in line
+    line = one_line_error(offline_setup(tmp_path / "other", tmp_path / "absent", "2.11.0"))
+    assert "holds no requirements.txt" in line and "make wheelhouse" in line
+
+
+def test_a_venv_set_up_offline_is_left_alone_by_the_online_recipe(tmp_path):
+    """make's every target runs setup.sh: on an offline node's venv it must not try apt or an index."""
+    fake_python(tmp_path, "3.10")                      # the online recipe would stop on this one
+    fake(tmp_path, "apt-get", f"touch {tmp_path}/apt-was-called")
+    (tmp_path / "venv").mkdir()
+    (tmp_path / "venv" / ".setup-offline").write_text("/wheelhouse\n")
+    result = run_main(tmp_path, tmp_path)
+    assert result.returncode == 0 and result.stdout == result.stderr == ""
+    (tmp_path / "venv" / ".setup-offline").unlink()
+    assert "Python 3.10" in one_line_error(run_main(tmp_path, tmp_path))
+
+
+def test_wheelhouse_platform_flags_take_older_manylinux_wheels(tmp_path):
+    flags = call_setup_function(tmp_path, "platform_flags manylinux_2_28_x86_64").stdout.split()
+    platforms = flags[1::2]
+    assert platforms[0] == "manylinux_2_28_x86_64" and platforms[-3:] == [
+        "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux1_x86_64"]
+    assert len(platforms) == 28 - 17 + 1 + 2
+    assert call_setup_function(tmp_path, "platform_flags macosx_11_0_arm64").stdout.split() == [
+        "--platform", "macosx_11_0_arm64"]
 
 
 # ---- lock files -----------------------------------------------------------------------------
