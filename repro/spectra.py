@@ -123,7 +123,7 @@ def settling_index(series, *, fraction: float = SETTLE_FRACTION, smooth: int = F
     logs = np.log(x)
     spread = logs.max() - logs.min()
     outside = np.flatnonzero(np.abs(logs - logs[-1]) > fraction * spread)
-    return int(outside[-1] + 1)
+    return int(outside[-1] + 1) if len(outside) else 0
 
 
 # ---- tracking inside a training run --------------------------------------------------------------

@@ -354,15 +354,16 @@ def test_record_without_a_result_is_a_user_error(tmp_path):
 # ---- a tiny end-to-end claims-all run on real CIFAR-10 images ------------------------------------------
 
 # every row's runs at a tiny size: one step of 16 images an epoch, the profile's 3 epochs (so the
-# epoch-3 cells exist), 16-px images, small projectors, a 2-epoch probe
-TINY = ("data.subset=16 data.batch_size=16 data.image_size=16 data.num_workers=0 device=cpu eval.probe_epochs=2 "
-        "eval.knn_k=5 train.spectra_every=1 train.log_every=1 model.proj_hidden_dim=32 model.proj_output_dim=8")
+# epoch-3 cells exist), 16-px images, small projectors with the 14 output dimensions whose top-14
+# eigenvalues the spectra cells need, a 1-epoch probe
+TINY = ("data.subset=16 data.batch_size=16 data.image_size=16 data.num_workers=0 device=cpu eval.probe_epochs=1 "
+        "eval.knn_k=5 train.spectra_every=1 train.log_every=1 model.proj_hidden_dim=32 model.proj_output_dim=14")
 
 
 def in_process(self, command, stop_when):
     """Runner._run without the process boundary (one torch import for the whole target): `python -m
     MODULE ARGS` runs MODULE.main(ARGS) here. W-MSE whitens sub-batches of 128 (its config): at the
-    tiny batch of 16 it whitens all 16 (more than the tiny embedding's 8 dimensions)."""
+    tiny batch of 16 it whitens all 16 (more than the tiny embedding's 14 dimensions)."""
     import importlib
 
     from repro.cli import run_cli
