@@ -213,7 +213,7 @@ figure3: setup ## Figure 3: 5 STL-10 epochs, top-14 covariance eigenvalues of Fr
 figure4: setup ## Figure 4: ImageNet FroSSL vs Barlow Twins, 100 epochs (GPUS=4 splits the batch of 224; IMAGENET_DIR=)
 	+$(EXPERIMENTS) figure4 $(EXPERIMENT_FLAGS)
 
-claims: setup ## CPU claims profile on real CIFAR-10 (Table 3 / Figure 3 / ablation claims, 3 seeds, ~55 min on 2 idle cores) [PROFILE=claims-quick CIFAR10=archive]
+claims: setup ## CPU claims profile on real CIFAR-10 (Table 3 / Figure 3 / ablation claims, 3 seeds, ~55 min on 2 idle cores) [PROFILE=claims-quick|claims-all CIFAR10=archive]
 	+$(EXPERIMENTS) claims $(COMMON_FLAGS) --profile "$(if $(filter paper,$(PROFILE)),claims,$(PROFILE))" --seeds "$(CLAIMS_SEEDS)"
 
 all: setup ## every experiment above, then the full check and the report

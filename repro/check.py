@@ -152,8 +152,15 @@ def margin_verdict(a: dict, b: dict, direction: str, floor: float) -> tuple[str,
                     f"margin {margin:.3g} = max(std sum {spread:.3g}, floor {floor:g}), n={n})")
 
 
-def check_margin_claim(experiment: str, claim: dict, cells: dict[str, dict]) -> Row:
-    """A claim of the claims profile: each comparison by margin_verdict, then PASS / FAIL / NOT-DECIDED."""
+def check_margin_claim(experiment: str, claim: dict, cells: dict[str, dict], spread: dict | None = None) -> Row:
+    """A claim of the claims profile: each comparison by margin_verdict, then PASS / FAIL / NOT-DECIDED.
+    A cell measured without a spread (one seed) takes the recorded std of the same cell in `spread`
+    (the spread_from profile's references): a change of seed moves it that far, so a difference
+    within it is NOT-DECIDED, never FAIL."""
+    spread = spread or {}
+    cells = {name: {**cell, "std": spread[name]["std"]}
+             if cell.get("std") is None and (spread.get(name) or {}).get("std") is not None else cell
+             for name, cell in cells.items()}
     tests = claim["margin"]
     needed = [c for t in tests for c in t.get("higher") or t.get("lower")]
     missing = [c for c in needed if cells.get(c, {}).get("value") is None]
@@ -253,7 +260,7 @@ def check_experiment(spec: dict, result: dict | None, *, rows: set[str] | None =
     for claim in spec["claims"]:
         if profile in claim.get("profiles", ()) and "margin" in claim:
             if rows is None or set(claim.get("rows", [])) <= rows:
-                out.append(check_margin_claim(label, claim, measured_cells))
+                out.append(check_margin_claim(label, claim, measured_cells, spread))
     return out
 
 

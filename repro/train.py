@@ -41,6 +41,9 @@ from repro.train_parts import (TENSORBOARD_DIR, MetricsLog, MetricsWindow, Pretr
                                classifier_loss, compile_forward, online_accuracy, trim_metrics)  # (re-exported)
 
 
+DIVERGED = "diverged.json"   # written into the run folder when the loss goes non-finite
+
+
 class TrainingDiverged(UserError):
     pass
 
@@ -130,9 +133,11 @@ def train(cfg: Config) -> dict:
                 if step % cfg.train.log_every == 0 or end_of_epoch or stop.received:
                     record = window.flush()   # a collective: every rank calls it at the same steps
                     if record is None:
-                        raise TrainingDiverged(
-                            f"loss became non-finite by step {step} (epoch {epoch + 1}): the last good "
-                            f"checkpoint is kept in {checkpoint_path}; lower optim.lr or check the data")
+                        message = (f"loss became non-finite by step {step} (epoch {epoch + 1}): the last good "
+                                   f"checkpoint is kept in {checkpoint_path}; lower optim.lr or check the data")
+                        if env.is_main:   # the marker a learning-rate sweep reads (repro/experiments/claims.py)
+                            write_json(run_dir / DIVERGED, {"step": step, "message": message})
+                        raise TrainingDiverged(message)
                     record.update(step=step, epoch=step / steps_per_epoch, lr=lr)
                     if setup.cuda:   # the highest allocation since the process started, GiB
                         record["peak_memory_gib"] = torch.cuda.max_memory_allocated(setup.device) / 2**30

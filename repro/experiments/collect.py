@@ -209,8 +209,9 @@ def collect_claims(exp: Experiment, opts: Options) -> dict:
     """The claims profile (docs/claims.md), x 100 for accuracies: online top-1 at each validated epoch
     (online_top1_epoch<E>/row), cached-probe and k-NN top-1 of the finished runs (probe_top1/row,
     knn_top1/row), the same two for the encoders at initialisation (row `random_init`, from the
-    first row's runs), and the spectra's entropy after epoch 1 and at the end, condition number and
-    saturation step (entropy_epoch1/row, ...). A run on disk that did not finish (its loss went
+    first row's runs), and the spectra's entropy after epoch 1 and at the end, condition number,
+    saturation and settling step (entropy_epoch1/row, ...); with per-row learning rates (claims-all)
+    each row's runs at its rate, listed under `learning_rates`. A run on disk that did not finish (its loss went
     non-finite: the trainer stops with "loss became non-finite", or it was interrupted) is listed under
     `unfinished`, never dropped silently; its online accuracies before the stop are kept."""
     from repro.spectra import read_spectra, spectral_entropy, summarize
@@ -252,8 +253,9 @@ def collect_claims(exp: Experiment, opts: Options) -> dict:
                         ok, why, str(run_dir))
                 add(f"entropy/{row}", summary["entropy"], ok, why, str(run_dir))
                 add(f"condition_number/{row}", summary["condition_number"], ok, why, str(run_dir))
-                saturation = summary["saturation_step"]
-                add(f"saturation_step/{row}", math.inf if saturation is None else float(saturation), ok, why,
-                    str(run_dir))
+                for metric in ("saturation_step", "settling_step"):   # settling: repro/spectra.py settling_index
+                    step = summary[metric]
+                    add(f"{metric}/{row}", math.inf if step is None else float(step), ok, why, str(run_dir))
     cells = {cell: aggregate(values) for cell, values in per_cell.items()}
-    return {"cells": cells, "missing_rows": missing, "unfinished": unfinished, "seeds": list(opts.seeds)}
+    return {"cells": cells, "missing_rows": missing, "unfinished": unfinished, "seeds": list(opts.seeds),
+            **({"learning_rates": dict(opts.row_lr)} if opts.row_lr else {})}

@@ -88,10 +88,14 @@ def run_spec(exp: Experiment, opts: Options, row: str, dataset: str, seed: int) 
         if epochs is not None:
             reference.append(f"optim.epochs={epochs}")
             break
+    lr = dict(opts.row_lr).get(row)
+    if lr is not None:   # a per-row learning rate (the claims-all sweep): part of the setting and of the name
+        reference.append(f"optim.lr={lr:g}")
     standard = list(reference) + ([f"optim.epochs={opts.epochs}"] if opts.epochs is not None else [])
     stop = exp.stop_at_epoch if opts.epochs is None else None
     return RunSpec(exp.name, row, dataset, seed, config_path(dataset, row),
-                   f"{runs.prefix}{dataset}-{row}-seed{seed}{opts.suffix}", standard, reference,
+                   f"{runs.prefix}{dataset}-{row}{'' if lr is None else f'-lr{lr:g}'}-seed{seed}{opts.suffix}",
+                   standard, reference,
                    list(opts.overrides), evaluate=exp.evaluate, stop_at_epoch=stop)
 
 
