@@ -21,7 +21,7 @@ PYTEST_ARGS ?=
 HELP_PAPER := figure2 table2 table3 ablation figure3 figure4 claims all
 HELP_EVERYDAY := demo test test-slow train evaluate tensorboard check report
 HELP_DATA := data bench bench-data
-HELP_SETUP := setup gpu-check fresh-machine-test faults
+HELP_SETUP := setup gpu-check fresh-machine-test slurm-test faults
 HELP_COST_figure2 := CPU, no training run
 HELP_COST_table2 := est. 10.5 GPU-h, 36 runs
 HELP_COST_table3 := est. 0.38 GPU-h, 11 runs
@@ -67,6 +67,10 @@ help: ## this list: the targets by task, the paper's with their estimated cost, 
 
 setup: ## install everything (python3.X-venv/-dev and ffcv's apt libraries, .venv from the hash-locked requirements*.lock, ffcv from source)
 	@$(SETUP)
+
+.PHONY: slurm-test
+slurm-test: ## (root) the SLURM batch script on a 2-node SLURM cluster started here: pre-emption, time limit, arrays (docs/slurm.md) [SCENARIOS=]
+	PYTHON="$(abspath $(PYTHON))" bash scripts/slurm_test.sh
 
 .PHONY: fresh-machine-test
 fresh-machine-test: ## (root, ~4 GB of downloads) the README's two commands in a fresh Debian 12 root (debootstrap) [PYTEST_ARGS=]
