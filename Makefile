@@ -22,7 +22,7 @@ PYTEST_ARGS ?=
 HELP_PAPER := figure2 table2 table3 ablation figure3 figure4 claims all
 HELP_EVERYDAY := demo test test-slow train evaluate export tensorboard check report
 HELP_DATA := data bench bench-data
-HELP_SETUP := setup wheelhouse gpu-check fresh-machine-test faults
+HELP_SETUP := setup wheelhouse gpu-check fresh-machine-test slurm-test faults
 HELP_COST_figure2 := CPU, no training run
 HELP_COST_table2 := est. 10.5-100.5 GPU-h, 36 runs
 HELP_COST_table3 := est. 0.38-3.6 GPU-h, 11 runs
@@ -86,6 +86,10 @@ wheelhouse: ## wheels for an offline node into WHEELHOUSE (pyyaml, tqdm, ...; ha
 # the HELP_COST lines above, from the estimator
 help-costs: setup
 	@$(PYTHON) -c 'from repro.experiments.summary import help_cost_lines; print(*help_cost_lines(), sep="\n")'
+
+.PHONY: slurm-test
+slurm-test: ## (root) the SLURM batch script on a 2-node SLURM cluster started here: pre-emption, time limit, arrays (docs/slurm.md) [SCENARIOS=]
+	PYTHON="$(abspath $(PYTHON))" bash scripts/slurm_test.sh
 
 .PHONY: fresh-machine-test
 fresh-machine-test: ## (root, ~4 GB of downloads) the README's two commands in a fresh Debian 12 root (debootstrap) [PYTEST_ARGS=]

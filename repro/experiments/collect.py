@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
 def comparable(spec: RunSpec, opts: Options) -> tuple[bool, str]:
     """A run is comparable when its saved config equals the reference setting (the paper's, or the
-    short profile's for PROFILE=short) in every semantic key (repro.config.NON_SEMANTIC)."""
-    from repro.config import load_config, semantic_diff
+    short profile's for PROFILE=short) in every semantic key (repro.config.NON_SEMANTIC), the samples
+    each loss saw (train.loss_batch, set by the number of processes: plan.per_process_loss_batch) included."""
+    from repro.config import load_config, loss_samples, semantic_diff
     try:
         saved = load_config(spec.run_dir(opts) / "config.yaml")
         # the run's own name and seed: a reference for this very run, not a difference to report
@@ -30,6 +31,11 @@ def comparable(spec: RunSpec, opts: Options) -> tuple[bool, str]:
     except UserError as err:  # e.g. a config or method renamed since the run
         return False, f"config cannot be compared ({err})"
     changes = semantic_diff(reference, saved)
+    if saved.train.loss_batch != reference.train.loss_batch:
+        paper, run = loss_samples(reference), loss_samples(saved)
+        return False, (f"each loss saw {run} samples, the {opts.profile} setting {paper} (train.loss_batch "
+                       f"{reference.train.loss_batch} -> {saved.train.loss_batch}: data.batch_size "
+                       f"{saved.data.batch_size} split over {saved.data.batch_size // run} processes)")
     if changes:
         changes.sort(key=lambda c: not c.startswith("optim.epochs"))  # the most common reason first
         keys = ", ".join(c.split(":")[0] for c in changes[1:])

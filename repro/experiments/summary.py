@@ -7,7 +7,7 @@ downloads and disk. `make help-costs` prints the Makefile's HELP_COST lines (hel
 from __future__ import annotations
 
 import tempfile
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from repro.experiments.data_steps import planned_data
@@ -36,6 +36,7 @@ class PlanSummary:
     ffcv_bytes: int                    # FFCV files to write (raw pixels; 0 for JPEG files, see ffcv_jpeg)
     ffcv_jpeg: list[str]               # datasets whose FFCV file is JPEG (size not estimated)
     cache: str = ""
+    processes: list[str] = field(default_factory=list)   # what GPUS x NNODES > 1 changes (process_notes)
 
     def count(self, *states: str) -> int:
         return sum(state in states for state in self.states.values())
@@ -80,7 +81,23 @@ def summarize(exp: Experiment, opts: Options) -> PlanSummary:
     data = planned_data([s for s in specs if states[s.name] != "MISSING"], opts)
     return PlanSummary(exp.name, states, probes, probes_todo, *hours["flop"], *hours["anchor"], measured,
                        sorted(unestimated), data["downloads"], data["by_hand"], data["ffcv_bytes"], data["ffcv_jpeg"],
-                       opts.cache)
+                       opts.cache, process_notes(specs, states, opts))
+
+
+def process_notes(specs, states: dict[str, str], opts: Options) -> list[str]:
+    """Under GPUS x NNODES > 1: the runs whose loss batch changes with the split (NOT-COMPARABLE,
+    plan.per_process_loss_batch), and that the linear probes run as one process."""
+    if opts.world_size == 1:
+        return []
+    changed = [s.name for s in specs if states[s.name] != "MISSING" and "train.loss_batch=" in " ".join(s.standard)]
+    notes = []
+    if changed:
+        notes.append(f"{len(changed)} runs train on {opts.world_size} processes with a per-process loss batch other "
+                     f"than the paper's, so their results are NOT-COMPARABLE (folders -lb<N>): {', '.join(changed)}")
+    if any(s.evaluate for s in specs):
+        notes.append(f"the linear probes run as one process on one GPU (repro.evaluate is not data-parallel): "
+                     f"{opts.world_size - 1} of the {opts.world_size} GPUs wait during each probe")
+    return notes
 
 
 def cost_label(summary: PlanSummary) -> str:
@@ -121,5 +138,6 @@ def summary_lines(summary: PlanSummary) -> list[str]:
     if s.ffcv_jpeg:
         disk += f" (+ {', '.join(s.ffcv_jpeg)} as JPEG: size depends on the images, docs/data.md)"
     lines.append(f"plan: disk: {disk}; plus a checkpoint per run in its run folder")
+    lines += [f"plan: processes: {note}" for note in s.processes]
     return [f"# {line}" for line in lines]
 
