@@ -1,6 +1,7 @@
 """The CPU claims profile (`make claims`, docs/claims.md) and VARIANT=authors: the planned runs,
 the margin rule on constructed result files, the recorded references' provenance, and a tiny end
 to end run on real CIFAR-10 images."""
+import importlib
 import json
 import os
 import shutil
@@ -385,6 +386,16 @@ TINY = ("data.subset=16 data.batch_size=16 data.image_size=8 data.num_workers=0 
         "eval.knn_k=5 train.spectra_every=1 train.log_every=1 model.proj_hidden_dim=32 model.proj_output_dim=14")
 
 
+def whitening_16(planned_config):
+    """The preflight's view of a run's config with in_process's W-MSE override (below)."""
+    from dataclasses import replace
+
+    def planned(spec, opts):
+        cfg = planned_config(spec, opts)
+        return replace(cfg, loss=replace(cfg.loss, whitening_size=16)) if cfg.method == "wmse" else cfg
+    return planned
+
+
 def in_process(self, command, stop_when):
     """Runner._run without the process boundary (one torch import for the whole target): `python -m
     MODULE ARGS` runs MODULE.main(ARGS) here. W-MSE whitens sub-batches of 128 (its config): at the
@@ -416,6 +427,8 @@ def test_tiny_claims_all_end_to_end(tmp_path, monkeypatch, capsys):
     spec = {**claims.profile_spec("claims-all"), "lr_sweep": [0.2], "seeds": [0]}
     monkeypatch.setattr(claims, "profile_spec", lambda profile: spec if profile == "claims-all" else {})
     monkeypatch.setattr(Runner, "_run", in_process)
+    preflight = importlib.import_module("repro.experiments.preflight")   # the package exports a function of that name
+    monkeypatch.setattr(preflight, "planned_config", whitening_16(preflight.planned_config))
     out = tmp_path / "runs"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)   # tiny models: a second thread only waits on the first when the cores are shared

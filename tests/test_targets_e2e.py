@@ -361,8 +361,9 @@ def test_default_data_preparation_writes_ffcv_files_and_trains_on_them(target, t
     variables = [v for v in data.variables if not v.startswith("PREPARE_DATA=")] + ["PREPARE_DATA=auto",
                                                                                        "METHODS=frossl"]
     run = data.make(target, *variables)
-    dataset, beton = {"figure3": ("stl10", tmp_path / "stl10" / "ffcv" / "stl10_train+unlabeled.beton"),
-                      "figure4": ("imagefolder", tmp_path / "imagenet" / "ffcv" / "imagefolder_train.beton")}[target]
+    cache = tmp_path / "runs" / "cache" / "ffcv"   # CACHE_DIR's default: the data folders may be read-only
+    dataset, beton = {"figure3": ("stl10", cache / "stl10_train+unlabeled.beton"),
+                      "figure4": ("imagefolder", cache / "imagefolder_train.beton")}[target]
     assert f"# data: FFCV file for {'stl10' if target == 'figure3' else 'imagenet'}" in run.stdout
     assert beton.exists() and f"FFCV two-view loader for {dataset} train" in run.stderr
     rows = data.check_rows(f"check_{target}")

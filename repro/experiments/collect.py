@@ -31,13 +31,14 @@ def comparable(spec: RunSpec, opts: Options) -> tuple[bool, str]:
     except UserError as err:  # e.g. a config or method renamed since the run
         return False, f"config cannot be compared ({err})"
     changes = semantic_diff(reference, saved)
-    if saved.train.loss_batch != reference.train.loss_batch:
+    split_only = all(c.startswith("train.loss_batch") for c in changes)   # not a changed batch, say
+    if saved.train.loss_batch != reference.train.loss_batch and split_only:
         paper, run = loss_samples(reference), loss_samples(saved)
         return False, (f"each loss saw {run} samples, the {opts.profile} setting {paper} (train.loss_batch "
                        f"{reference.train.loss_batch} -> {saved.train.loss_batch}: data.batch_size "
                        f"{saved.data.batch_size} split over {saved.data.batch_size // run} processes)")
     if changes:
-        changes.sort(key=lambda c: not c.startswith("optim.epochs"))  # the most common reason first
+        changes.sort(key=lambda c: (not c.startswith("optim.epochs"), c.startswith("train.loss_batch")))  # the most common first
         keys = ", ".join(c.split(":")[0] for c in changes[1:])
         return False, f"differs from the {opts.profile} setting: {changes[0]}" + (f"; also {keys}" if keys else "")
     return True, ""

@@ -69,7 +69,8 @@ def eval_state(spec: RunSpec, opts: Options) -> str:
 
 def seeds_on_disk(opts: Options, spec: RunSpec) -> list[int]:
     """Seeds of this run name found under --out (every seed present counts, not only SEEDS)."""
-    prefix, suffix = spec.name.split("-seed")[0] + "-seed", opts.suffix
+    prefix = spec.name.split("-seed")[0] + "-seed"
+    suffix = spec.name[len(prefix) + len(str(spec.seed)):]   # opts.suffix, and -lb<N> for a per-process loss batch
     seeds = []
     if opts.out.is_dir():
         for path in opts.out.glob(f"{prefix}*"):
