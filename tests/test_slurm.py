@@ -23,7 +23,9 @@ def slurm_env(tmp_path, **extra):
 
 def dry_run(tmp_path, *args, **extra):
     result = bash(f"bash {SBATCH} " + " ".join(args), tmp_path, slurm_env(tmp_path, FROSSL_SLURM_DRY_RUN="1", **extra))
-    return result, (result.stdout.split("]: ", 1)[1].strip() if "]: " in result.stdout else "")
+    # the script's own line (make setup's output may come first, e.g. "make[1]: Entering directory" under make)
+    line = next((ln for ln in result.stdout.splitlines() if ln.startswith("frossl.sbatch: job ")), "")
+    return result, (line.split("]: ", 1)[1].strip() if "]: " in line else "")
 
 
 def test_sbatch_asks_for_an_early_sigterm_requeue_and_gives_srun_its_cpus():
