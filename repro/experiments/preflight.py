@@ -38,10 +38,9 @@ def check_batch_split(specs: list[RunSpec], opts: Options) -> None:
     """Every run's global batch (data.batch_size, overrides included) divides over its processes, and
     each run can train its loss batch there (repro.config.loss_batch_problem)."""
     from repro.config import loss_batch_problem
-    for spec in specs:
-        if not spec.config.exists():
-            continue
-        batch = planned_config(spec, opts).data.batch_size
+    configs = [(spec, planned_config(spec, opts)) for spec in specs if spec.config.exists()]   # each read once
+    for spec, cfg in configs:
+        batch = cfg.data.batch_size
         if batch % opts.world_size == 0:
             continue
         if opts.nnodes > 1:
@@ -53,11 +52,10 @@ def check_batch_split(specs: list[RunSpec], opts: Options) -> None:
                         f"({spec.config.name}; the paper: 4 GPUs x 56 = 224): choose GPUS in {choices}"
                         + (f" with NNODES={opts.nnodes}" if opts.nnodes > 1 else "")
                         + f", or a data.batch_size divisible by {opts.world_size}")
-    for spec in specs:   # what the trainer would refuse at its first step (W-MSE's whitening sub-batches)
-        if spec.config.exists():
-            problem = loss_batch_problem(planned_config(spec, opts), opts.world_size)
-            if problem:
-                raise UserError(f"run {spec.name}: {problem}; nothing was started")
+    for spec, cfg in configs:   # what the trainer would refuse at its first step (W-MSE's whitening sub-batches)
+        problem = loss_batch_problem(cfg, opts.world_size)
+        if problem:
+            raise UserError(f"run {spec.name}: {problem}; nothing was started")
 
 
 def check_devices(configs: list, opts: Options) -> None:
