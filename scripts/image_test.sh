@@ -95,11 +95,11 @@ if [[ " $CHECKS " == *" build "* ]] || [ ! -d "$SRC" ]; then
 fi
 export GIT_COMMIT=$COMMIT IMAGE_UID=$USER_ID IMAGE_GID=$GROUP_ID
 
-# build_timed TARGET TAG LOG [flags]: build, remember the seconds in BUILD_S
+# build_timed TARGET TAG LOG CONTEXT: build, log in WORK/LOG.log, remember the seconds in BUILD_S
 build_timed() {
   local t0
   t0=$(date +%s)
-  build_image "$@" >"$WORK/$3.log" 2>&1 ; local rc=$?
+  build_image "$1" "$2" "$4" >"$WORK/$3.log" 2>&1 ; local rc=$?
   BUILD_S=$(($(date +%s) - t0))
   [ $rc = 0 ] || { tail -20 "$WORK/$3.log"; return 1; }
 }
@@ -247,10 +247,10 @@ check_sizes() {
   local t s
   NOTE=
   for t in runtime test uid0; do
-    s=$("${ENGINE[@]}" image inspect --format '{{.Size}}' "$TAG:$t" 2>/dev/null) || continue
+    s=$("${ENGINE[@]}" image inspect --format '{{.Size}}' "$TAG:$t") || return 1
     NOTE+="$t $((s / 1000000)) MB; "
   done
-  s=$(run --entrypoint du "$TAG:runtime" -sm /opt/venv | cut -f1)
+  s=$(run --entrypoint du "$TAG:runtime" -sm /opt/venv | cut -f1) || return 1
   NOTE+="/opt/venv $s MiB"
 }
 
