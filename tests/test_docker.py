@@ -271,3 +271,43 @@ def test_entry_refuses_an_unwritable_results_folder_naming_chown_and_user(folder
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and done.stdout == "" and len(lines) == 1, done
     assert str(locked) in lines[0] and "chown" in lines[0] and "--user" in lines[0] and "no rebuild" in lines[0]
+
+
+def test_make_download_fills_every_dataset_into_data_dir():
+    dry = subprocess.run(["make", "-n", "--no-print-directory", "download", "SETUP=true", "DATA_DIR=/d",
+                          "IMAGENET_DIR=/n"], capture_output=True, text=True, cwd=ROOT,
+                         env={**os.environ, "MAKEFLAGS": ""})
+    assert dry.returncode == 0, dry.stderr
+    for dataset in ("cifar10", "cifar100", "stl10", "imagenet"):
+        assert dataset in dry.stdout.split("for dataset in")[1].split(";")[0], dataset
+    assert '-m repro.experiments download $dataset --data-dir "/d" --imagenet-dir "/n"' in dry.stdout
+
+
+def test_download_imagenet_checks_the_layout_it_cannot_download(tmp_path, capsys):
+    """ImageNet is put in place by hand: a val/ of loose images (as its archive unpacks) is refused,
+    an empty class folder too, sorted folders pass with their counts."""
+    from repro import experiments
+    from repro.cli import run_cli
+    net = tmp_path / "imagenet"
+    for split, images in (("train", 3), ("val", 0)):
+        for wnid in ("n01440764", "n01443537"):
+            (net / split / wnid).mkdir(parents=True)
+            for i in range(images):
+                (net / split / wnid / f"{wnid}_{i}.JPEG").write_bytes(b"")
+    (net / "val" / "ILSVRC2012_val_00000001.JPEG").write_bytes(b"")
+
+    def download():
+        with pytest.raises(SystemExit) as exit_info:
+            run_cli(experiments.main, ["download", "imagenet", "--data-dir", str(tmp_path)])
+        out = capsys.readouterr()
+        return exit_info.value.code, out.out + out.err
+
+    code, said = download()
+    assert code == 2 and "holds 1 files directly" in said and "val/<class>/<image>" in said, said
+    (net / "val" / "ILSVRC2012_val_00000001.JPEG").rename(net / "val" / "n01440764" / "a.JPEG")
+    code, said = download()
+    assert code == 2 and "1 empty class folders of 2 (e.g. n01443537)" in said, said
+    (net / "val" / "n01443537" / "b.JPEG").write_bytes(b"")
+    code, said = download()
+    assert code == 0 and f"ImageNet at {net}: 2 classes (ImageNet-1k has 1000), 6 train and 2 val images: " \
+        "layout OK" in said, said
