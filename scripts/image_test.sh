@@ -16,7 +16,7 @@
 set -uo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 WORK=${IMAGE_TEST_DIR:-/tmp/frossl-image-test}
-TAG=frossl-image-test
+TAG=${IMAGE_TEST_TAG:-frossl-image-test}
 USER_ID=1000 GROUP_ID=1000   # the image's user: a non-root UID, as on a workstation
 CHECKS=${CHECKS:-build test-stage source-edit uid0-build label demo user-fallback uid0-demo shm stop make-test sizes}
 SHARED=${SHARED_DIR:-$(cd "$REPO/.." && pwd)/shared}
