@@ -87,6 +87,11 @@ ensure_base() {
 mkdir -p "$WORK"
 ensure_base || { say "error: no base image"; exit 2; }
 COMMIT=$(git -C "$REPO" rev-parse HEAD)
+if [[ " $CHECKS " != *" build "* ]]; then   # checks of images built before: their commit
+  COMMIT=$("${ENGINE[@]}" image inspect --format '{{index .Config.Labels "org.opencontainers.image.revision"}}' \
+    "$TAG:runtime" 2>/dev/null) || { say "error: no image $TAG:runtime: run the build check first"; exit 2; }
+  say "checks of the images built before, at commit $COMMIT"
+fi
 SRC="$WORK/src"
 if [[ " $CHECKS " == *" build "* ]] || [ ! -d "$SRC" ]; then
   rm -rf "$SRC" && mkdir -p "$SRC"
