@@ -93,7 +93,7 @@ if [[ " $CHECKS " != *" build "* ]]; then   # checks of images built before: the
   say "checks of the images built before, at commit $COMMIT"
 fi
 SRC="$WORK/src"
-if [[ " $CHECKS " == *" build "* ]] || [ ! -d "$SRC" ]; then
+if [[ " $CHECKS " == *" build "* ]]; then
   rm -rf "$SRC" && mkdir -p "$SRC"
   git -C "$REPO" archive HEAD | tar -x -C "$SRC"
   say "clean export of HEAD $COMMIT into $SRC (uncommitted edits are not in it)"
@@ -117,11 +117,13 @@ check_build() {
   NOTE="runtime image (stages build, app, runtime) in ${BUILD_S} s; steps from cache: $(grep -cE 'Using cache|CACHED' "$WORK/build.log")"
 }
 check_test_stage() {
+  [ -d "$SRC" ] || { fail "no export: run the build check with it"; return 1; }
   build_timed test "$TAG:test" test-stage "$SRC" || return 1
   NOTE="test stage on top in ${BUILD_S} s"
 }
 check_source_edit() {
   # a source-only edit: only the project's layer is rebuilt, the venv (torch) is reused
+  [ -d "$SRC" ] || { fail "no export: run the build check with it"; return 1; }
   local edited="$WORK/src-edited"
   rm -rf "$edited" && cp -a "$SRC" "$edited"
   echo "# an edit (make image-test)" >>"$edited/repro/__init__.py"
@@ -134,6 +136,7 @@ check_source_edit() {
     fail "more than the last layer changed"
 }
 check_uid0_build() {
+  [ -d "$SRC" ] || { fail "no export: run the build check with it"; return 1; }
   IMAGE_UID=0 IMAGE_GID=0 build_timed runtime "$TAG:uid0" uid0-build "$SRC" || return 1
   NOTE="UID=0 image in ${BUILD_S} s"
 }
