@@ -161,10 +161,10 @@ demo_in() {
   shift 2
   # OMP_NUM_THREADS=1: on a machine shared with other work, torch's two spinning OpenMP threads wait on
   # each other (tens of seconds per step instead of about one)
-  # SHORT_DEMO (e.g. "optim.epochs=2"): the --user and UID-0 demos shortened, for time on a busy machine;
-  # they must run to their end (demo.json written), the verdict of so few epochs is not judged
+  # SHORT_DEMO (e.g. "optim.epochs=2"): the demos shortened, for time on a busy machine; they must
+  # run to their end (demo.json written), the verdict of so few epochs is not judged
   local args=() rc
-  [ -z "${SHORT_DEMO:-}" ] || [ "$runs" = runs-demo ] || args=("ARGS=$SHORT_DEMO")
+  [ -z "${SHORT_DEMO:-}" ] || args=("ARGS=$SHORT_DEMO")
   run --init --ipc=host --stop-timeout=180 -e OMP_NUM_THREADS=1 -v "$WORK/data:/data:ro" \
     -v "$WORK/$runs:/workspace/runs" "$@" "$image" make demo "${args[@]}" >"$WORK/$runs.log" 2>&1
   rc=$?
