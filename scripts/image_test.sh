@@ -174,7 +174,9 @@ demo_in() {
   fi
   local env_json="$WORK/$runs/demo/env.json"
   [ -f "$env_json" ] || { fail "no $env_json"; return 1; }
-  grep -q "\"git_commit\": \"$COMMIT\"" "$env_json" || { fail "env.json lacks git_commit $COMMIT"; return 1; }
+  local commit   # the image's own (an image built earlier, e.g. the UID-0 one, may be at another commit)
+  commit=$("${ENGINE[@]}" image inspect --format '{{index .Config.Labels "org.opencontainers.image.revision"}}' "$image")
+  grep -q "\"git_commit\": \"$commit\"" "$env_json" || { fail "env.json lacks git_commit $commit"; return 1; }
   owner=$(stat -c %u:%g "$env_json")
   NOTE="${args[*]:+${args[*]}: }$(grep -E '^  (random initialisation|FroSSL-pretrained|PASS|FAIL)' "$WORK/$runs.log" | tr -s ' ' | tr '\n' ';' | cut -c1-160) files owned by $owner"
 }
