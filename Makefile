@@ -80,7 +80,7 @@ HELP_SETUP += image image-test
 image: ## build the image frossl (TARGET=test: frossl-test) with docker, else podman; the commit as build argument [TARGET= IMAGE=tag PIP_CA=bundle.pem]
 	bash scripts/image.sh "$(TARGET)" $(IMAGE)
 
-image-test: ## (root or docker, ~45 min, ~25 GB) build every stage from a clean export of HEAD, run demo/test/stop/shm/--user checks in it [CHECKS=]
+image-test: ## (root or docker; 1-2 h on 2 busy cores, ~30 GB of disk) build every stage from a clean export of HEAD, run demo/test/stop/shm/--user checks in it [CHECKS=]
 	bash scripts/image_test.sh
 
 demo: setup ## CPU demo: FroSSL on bundled digits + linear probe vs random init (1-4 min on 2 CPU cores)

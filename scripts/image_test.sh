@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # `make image-test`: build every stage of the image from a clean export of HEAD (`git archive`),
 # then run it as users run it (docs/docker.md "Checked by make image-test"). Not part of
-# `make test`: about 40 minutes on 2 cores, ~25 GB of disk in the engine's storage.
+# `make test`: 1-2 hours on 2 busy cores, ~30 GB of disk in the engine's storage.
 #
 #   bash scripts/image_test.sh                      # every check
-#   CHECKS="demo stop" bash scripts/image_test.sh    # some checks (the images must exist)
+#   CHECKS="demo stop" bash scripts/image_test.sh    # some checks, on the images built before
+#
+# IMAGE_TEST_DIR: exports, logs and results folders (default /tmp/frossl-image-test); IMAGE_TEST_TAG:
+# the images' name (default frossl-image-test, tags runtime/test/uid0/edited); SHARED_DIR: mounted
+# at /shared for make test (default ../shared); SHORT_DEMO="optim.epochs=2": shorter demos.
 #
 # Engine: docker when `docker info` answers, else podman (scripts/image.sh, with the flags podman
 # needs here). Podman on Debian 12 needs: apt-get install podman buildah runc catatonit
