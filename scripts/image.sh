@@ -34,11 +34,12 @@ pick_engine() {
 # the CA bundle to hand to pip, or nothing
 pip_ca() {
   local ca=${PIP_CA:-${PIP_CERT:-$(python3 -m pip config get global.cert 2>/dev/null || true)}}
+  [ "$ca" != none ] || return 0
   if [ -n "$ca" ] && [ ! -f "$ca" ]; then
-    echo "image: error: PIP_CA=$ca is not a file: set PIP_CA=/path/to/bundle.pem, or PIP_CA= none" >&2
+    echo "image: error: PIP_CA=$ca is not a file: set PIP_CA=/path/to/bundle.pem, or PIP_CA=none for none" >&2
     exit 2
   fi
-  [ "$ca" = none ] || echo "$ca"
+  echo "$ca"
 }
 
 # build_image TARGET TAG CONTEXT [extra build flags...]
