@@ -311,3 +311,31 @@ def test_download_imagenet_checks_the_layout_it_cannot_download(tmp_path, capsys
     code, said = download()
     assert code == 0 and f"ImageNet at {net}: 2 classes (ImageNet-1k has 1000), 6 train and 2 val images: " \
         "layout OK" in said, said
+
+
+@pytest.mark.parametrize("daemon", [True, False])
+def test_make_image_uses_docker_only_when_its_daemon_answers(tmp_path, daemon):
+    """A docker CLI without a daemon is not an engine: podman then builds, with the flags it needs;
+    the commit and the user's UID go in as build arguments, pip's CA bundle as the secret pip_ca."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for engine, info_status in (("docker", 0 if daemon else 1), ("podman", 0)):
+        (bin_dir / engine).write_text(f'#!/bin/sh\n[ "$1" = info ] && exit {info_status}\n'
+                                      f'echo "{engine} $*" >> "{tmp_path}/calls"\n')
+        (bin_dir / engine).chmod(0o755)
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PIP_CA": str(ca), "GIT_COMMIT": "c0ffee",
+           "IMAGE_UID": "1234", "IMAGE_GID": "99"}
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "image.sh"), "test"], capture_output=True, text=True,
+                          cwd=ROOT, env=env)
+    assert done.returncode == 0, done.stderr
+    call = (tmp_path / "calls").read_text().split()
+    if daemon:
+        assert call[:2] == ["docker", "build"] and "--format" not in call
+    else:
+        assert call[:4] == ["podman", "--runtime", "runc", "build"] and "--format" in call
+    assert ["--target", "test", "-t", "frossl-test"] == call[call.index("--target"):call.index("--target") + 4]
+    for arg in ("GIT_COMMIT=c0ffee", "UID=1234", "GID=99"):
+        assert arg in call
+    assert f"id=pip_ca,src={ca}" in call and call[-1] == "."
