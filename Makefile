@@ -15,20 +15,21 @@ PYTEST_ARGS ?=
 
 # ---- make help: the targets grouped by task, each paper target with its estimated cost, the main
 # variables with their values. A target with a `##` comment that no group names is listed under "Other".
-# HELP_COST_<target>: GPU-hours of the target's whole plan at the default variables, from the one
-# estimator (repro/experiments/summary.py summarize, at repro/gpu_check/estimate.py's reference GPU);
-# tests/test_make_help.py fails when one differs from it. `make -n TARGET` prints the same for any variables.
+# HELP_COST_<target>: the range of GPU-hours of the target's whole plan at the default variables, from the
+# one estimator (repro/experiments/summary.py cost_label: FLOP-based to anchor-based, repro/gpu_check/estimate.py);
+# written by `make help-costs` (paste its output here), tests/test_make_help.py fails when one differs.
+# `make -n TARGET` prints the same for any variables, at the measured rate once gpu-check has one.
 HELP_PAPER := figure2 table2 table3 ablation figure3 figure4 claims all
-HELP_EVERYDAY := demo test test-slow train evaluate tensorboard check report
+HELP_EVERYDAY := demo test test-slow train evaluate export tensorboard check report
 HELP_DATA := data bench bench-data
-HELP_SETUP := setup gpu-check fresh-machine-test faults
+HELP_SETUP := setup wheelhouse gpu-check fresh-machine-test slurm-test faults
 HELP_COST_figure2 := CPU, no training run
-HELP_COST_table2 := est. 10.5 GPU-h, 36 runs
-HELP_COST_table3 := est. 0.38 GPU-h, 11 runs
-HELP_COST_ablation := est. 1.7 GPU-h, 6 runs
-HELP_COST_figure3 := est. 0.0069 GPU-h, 4 runs
-HELP_COST_figure4 := est. 5.2 GPU-h, 2 runs
-HELP_COST_all := est. 15.7 GPU-h, 42 runs
+HELP_COST_table2 := est. 10.5-100.5 GPU-h, 36 runs
+HELP_COST_table3 := est. 0.38-3.6 GPU-h, 11 runs
+HELP_COST_ablation := est. 1.7-16.8 GPU-h, 6 runs
+HELP_COST_figure3 := est. 0.0069-0.066 GPU-h, 4 runs
+HELP_COST_figure4 := est. 5.2-50.2 GPU-h, 2 runs
+HELP_COST_all := est. 15.7-150.8 GPU-h, 42 runs
 HELP_VARIABLES := GPUS NNODES DATA_DIR IMAGENET_DIR CACHE_DIR OUT METHODS DATASETS SEEDS EPOCHS PROFILE PROBE \
   OVERRIDES PREPARE_DATA CONFIG ARGS RUN
 HELP_VAR_GPUS := processes (GPUs) per run on this machine; > 1 runs torchrun
@@ -47,7 +48,7 @@ HELP_VAR_OVERRIDES := extra key=value config overrides for every run (NOT-COMPAR
 HELP_VAR_PREPARE_DATA := auto (download, write FFCV files) | none
 HELP_VAR_CONFIG := make train: the config file
 HELP_VAR_ARGS := make demo/train/evaluate: extra arguments
-HELP_VAR_RUN := make evaluate: the run folder
+HELP_VAR_RUN := make evaluate, make export: the run folder
 HELP_TARGETS = $(shell sed -nE 's/^([a-zA-Z0-9_-]+):.*\#\# .*/\1/p' $(MAKEFILE_LIST))
 help_line = sed -nE 's/^$(1):.*\#\# (.*)/\1/p' $(MAKEFILE_LIST) | head -n1 | \
   awk -v t='$(1)' -v c='$(HELP_COST_$(1))' '{printf "  make %-19s %s%s\n", t, $$0, (c == "" ? "" : "  [" c "]")}';
@@ -57,7 +58,7 @@ help_group = $(if $(strip $(2)),printf '\n%s\n' '$(1)'; $(foreach t,$(2),$(call 
 help: ## this list: the targets by task, the paper's with their estimated cost, and the main variables
 	@printf '%s\n' 'FroSSL reproducibility artifact: make TARGET [VARIABLE=value ...]' \
 	  '`make -n TARGET` prints the plan without running it: runs, probes, GPU-hours, downloads, disk.'
-	@$(call help_group,Reproduce the paper (GPU-h: estimated on one H100 SXM at 35% of its dense bf16 peak from FLOP counts; not measured),$(HELP_PAPER))
+	@$(call help_group,Reproduce the paper (GPU-h: a range of two estimates - FLOP counts at 35% of an H100 SXM dense bf16 peak to the rate of a published 11.9 s SimCLR ResNet18 CIFAR-10 epoch on an A100; not measured: make gpu-check measures yours),$(HELP_PAPER))
 	@$(call help_group,Everyday,$(HELP_EVERYDAY))
 	@$(call help_group,Data and benchmarks,$(HELP_DATA))
 	@$(call help_group,Setup and checks,$(HELP_SETUP))
@@ -65,8 +66,30 @@ help: ## this list: the targets by task, the paper's with their estimated cost, 
 	@printf '\n%s\n' 'Main variables (current value; the default unless set):'
 	@$(foreach v,$(HELP_VARIABLES),printf '  %-13s %-16s %s\n' '$(v)' '$(or $($(v)),(empty))' '$(HELP_VAR_$(v))';)
 
-setup: ## install everything (python3.X-venv/-dev and ffcv's apt libraries, .venv from the hash-locked requirements*.lock, ffcv from source)
-	@$(SETUP)
+# OFFLINE=DIR: install from a wheelhouse (make wheelhouse) with no network, beside a site torch
+OFFLINE ?=
+setup: ## install everything (python3.X-venv/-dev and ffcv's apt libraries, .venv from the hash-locked requirements*.lock, ffcv from source) [OFFLINE=wheelhouse dir]
+	@$(SETUP) $(if $(OFFLINE),--offline "$(OFFLINE)")
+
+# a folder of wheels for a node without internet (docs/gpu-check.md): PYTHON_VERSION and PLATFORM
+# name the node; WITH_TORCH=1 adds torch/torchvision (default: the node's site torch is used)
+WHEELHOUSE ?= wheelhouse
+PYTHON_VERSION ?= 3.12
+PLATFORM ?= manylinux_2_28_x86_64
+WITH_TORCH ?= 0
+WHEELHOUSE_PACKAGES ?=
+.PHONY: wheelhouse help-costs
+wheelhouse: ## wheels for an offline node into WHEELHOUSE (pyyaml, tqdm, ...; hash-checked against requirements.lock) [PYTHON_VERSION=3.12 PLATFORM= WITH_TORCH=0]
+	PYTHON_VERSION="$(PYTHON_VERSION)" PLATFORM="$(PLATFORM)" WITH_TORCH="$(WITH_TORCH)" \
+	  WHEELHOUSE_PACKAGES="$(WHEELHOUSE_PACKAGES)" bash scripts/setup.sh --wheelhouse "$(WHEELHOUSE)"
+
+# the HELP_COST lines above, from the estimator
+help-costs: setup
+	@$(PYTHON) -c 'from repro.experiments.summary import help_cost_lines; print(*help_cost_lines(), sep="\n")'
+
+.PHONY: slurm-test
+slurm-test: ## (root) the SLURM batch script on a 2-node SLURM cluster started here: pre-emption, time limit, arrays (docs/slurm.md) [SCENARIOS=]
+	PYTHON="$(abspath $(PYTHON))" bash scripts/slurm_test.sh
 
 .PHONY: fresh-machine-test
 fresh-machine-test: ## (root, ~4 GB of downloads) the README's two commands in a fresh Debian 12 root (debootstrap) [PYTEST_ARGS=]
@@ -102,8 +125,13 @@ evaluate: setup ## linear probe + k-NN of a run: make evaluate RUN=runs/cifar10-
 	@test -n "$(RUN)" || { echo "error: RUN is empty: make evaluate RUN=runs/<name>" >&2; exit 2; }
 	$(PYTHON) -m repro.evaluate $(RUN) $(ARGS)
 
+.PHONY: export
+export: setup ## a run's backbone as a torchvision resnet18 state_dict + JSON sidecar (docs/export.md): make export RUN=runs/cifar10-frossl [ARGS="--out x.pt"]
+	@test -n "$(RUN)" || { echo "error: RUN is empty: make export RUN=runs/<name>" >&2; exit 2; }
+	$(PYTHON) -m repro.export $(RUN) $(ARGS)
+
 # every run folder's tb/ under OUT (the trainer writes it beside metrics.jsonl); --bind_all: reachable
-# from other machines and through docker run -p (README "Watching a run")
+# from other machines and through docker run -p (docs/training.md "Watching a run")
 TB_PORT ?= 6006
 .PHONY: tensorboard
 tensorboard: setup ## live view of the runs in OUT (loss terms, lr, online top-1/5, images/s): http://HOST:TB_PORT [OUT=runs TB_PORT=6006]
@@ -145,8 +173,9 @@ bench-data: setup ## two-view batches/s: FFCV loader vs torchvision+PIL DataLoad
 # ---- first hour on a GPU (docs/gpu-check.md) ---------------------------------------------------
 GPU_CHECK_ARGS ?=
 .PHONY: gpu-check
-# data: CIFAR10= (the JPEG archive), else DATA_DIR when it holds cifar-10-batches-py, else ../shared/data's archive
-gpu-check: setup ## on a new GPU machine (<= 12 min): env, CUDA tests, bench, 3-epoch FroSSL, every target's time -> runs/gpu-check/ [CIFAR10= GPU_CHECK_ARGS="--dry-run"]
+# data: CIFAR10= (the JPEG archive), else DATA_DIR when it holds cifar-10-batches-py, else none (the parts
+# that need none run: environment, CUDA tests, the step benchmark on synthetic batches)
+gpu-check: setup ## on a new GPU machine (<= 9 min): env, CUDA tests, bench, 3-epoch FroSSL, every target's time -> runs/gpu-check/ [CIFAR10= GPU_CHECK_ARGS="--dry-run"]
 	$(PYTHON) -m repro.gpu_check $(if $(CIFAR10),--data "$(CIFAR10)",$(if $(wildcard $(DATA_DIR)/cifar-10-batches-py),--data "$(DATA_DIR)")) $(GPU_CHECK_ARGS)
 
 # ---- paper experiments (docs/experiments.md) --------------------------------------------------
@@ -209,7 +238,7 @@ figure3: setup ## Figure 3: 5 STL-10 epochs, top-14 covariance eigenvalues of Fr
 figure4: setup ## Figure 4: ImageNet FroSSL vs Barlow Twins, 100 epochs (GPUS=4 splits the batch of 224; IMAGENET_DIR=)
 	+$(EXPERIMENTS) figure4 $(EXPERIMENT_FLAGS)
 
-claims: setup ## CPU claims profile on real CIFAR-10 (Table 3 / Figure 3 / ablation claims, 3 seeds, ~55 min on 2 idle cores) [PROFILE=claims-quick CIFAR10=archive]
+claims: setup ## CPU claims profile on real CIFAR-10 (Table 3 / Figure 3 / ablation claims, 3 seeds, ~55 min on 2 idle cores) [PROFILE=claims-quick|claims-all CIFAR10=archive]
 	+$(EXPERIMENTS) claims $(COMMON_FLAGS) --profile "$(if $(filter paper,$(PROFILE)),claims,$(PROFILE))" --seeds "$(CLAIMS_SEEDS)"
 
 all: setup ## every experiment above, then the full check and the report

@@ -1,6 +1,6 @@
 """Memory-format benchmark: the project's ResNet18 forward + backward, NCHW against channels-last
 (`DeviceSetup(channels_last=...)`, the switch `model.channels_last` sets), in one process on the same
-inputs. It is the measurement behind `model.channels_last: auto` (README, "Performance").
+inputs. It is the measurement behind `model.channels_last: auto` (docs/performance.md).
 
     python -m benchmarks.bench_memory_format                 # CPU, this machine's threads
     python -m benchmarks.bench_memory_format --threads 1 --device cuda

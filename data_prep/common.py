@@ -13,7 +13,9 @@ forks workers, which deadlock if a Loader in the same process holds numba's comp
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -86,40 +88,44 @@ def write_split(*, dataset: str, split: str, out_dir: Path, load: Callable[[int]
               file=sys.stderr)
     expected = expected_manifest(dataset=dataset, split=split, num_samples=len(indices), subset=subset,
                                  options=options)
-    reason = "--force" if force else verified(path, expected)
-    if reason is None:
-        print(f"{path}: up to date ({len(indices):,} images), kept")
-        return path
-    if path.exists():
-        print(f"{path}: rebuilding ({reason})")
     out_dir.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    errors = path.with_name(path.name + ".errors")
-    for leftover in (partial, errors, manifest_path(path)):
-        leftover.unlink(missing_ok=True)
+    # one writer at a time per file (a POSIX lock, which NFS passes on): the others wait, then find it written
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.lockf(lock, fcntl.LOCK_EX)
+        reason = "--force" if force else verified(path, expected)
+        if reason is None:
+            print(f"{path}: up to date ({len(indices):,} images), kept")
+            return path
+        if path.exists():
+            print(f"{path}: rebuilding ({reason})")
+        # names of this writer alone: several nodes sharing CACHE_DIR never touch each other's files
+        own = f"{socket.gethostname()}-{os.getpid()}"
+        partial = path.with_name(f"{path.name}.partial-{own}")
+        errors = path.with_name(f"{path.name}.errors-{own}")
+        manifest_path(path).unlink(missing_ok=True)
 
-    ffcv = import_ffcv()
-    from ffcv.fields import IntField, RGBImageField
+        ffcv = import_ffcv()
+        from ffcv.fields import IntField, RGBImageField
 
-    print(f"writing {dataset} {split}: {len(indices):,} images -> {path}")
-    start = time.perf_counter()
-    writer = ffcv.writer.DatasetWriter(
-        str(partial), {BETON_FIELDS[0]: RGBImageField(**image_field), BETON_FIELDS[1]: IntField()},
-        num_workers=workers if workers > 0 else (os.cpu_count() or 1))
-    writer.from_indexed_dataset(_Source(load, indices, describe, errors), chunksize=100)
-    if errors.exists() and errors.stat().st_size:
-        lines = errors.read_text().splitlines()
-        partial.unlink(missing_ok=True)
-        raise UserError(f"{len(lines)} image(s) of {dataset} {split} could not be read, first: {lines[0]} "
-                        f"(all listed in {errors}); nothing written")
-    info = inspect_beton(partial)
-    if info["num_samples"] != len(indices):  # the count check
-        raise UserError(f"{partial}: {info['num_samples']} samples written, expected {len(indices)}")
-    os.replace(partial, path)
-    manifest = write_manifest(path, expected, info["labels"], time.perf_counter() - start)
-    print(f"{path}: {len(indices):,} images, {manifest['bytes'] / 2**20:.1f} MiB, "
-          f"{manifest['seconds']:.0f} s; count check passed")
-    return path
+        print(f"writing {dataset} {split}: {len(indices):,} images -> {path}")
+        start = time.perf_counter()
+        writer = ffcv.writer.DatasetWriter(
+            str(partial), {BETON_FIELDS[0]: RGBImageField(**image_field), BETON_FIELDS[1]: IntField()},
+            num_workers=workers if workers > 0 else (os.cpu_count() or 1))
+        writer.from_indexed_dataset(_Source(load, indices, describe, errors), chunksize=100)
+        if errors.exists() and errors.stat().st_size:
+            lines = errors.read_text().splitlines()
+            partial.unlink(missing_ok=True)
+            raise UserError(f"{len(lines)} image(s) of {dataset} {split} could not be read, first: {lines[0]} "
+                            f"(all listed in {errors}); nothing written")
+        info = inspect_beton(partial)
+        if info["num_samples"] != len(indices):  # the count check
+            raise UserError(f"{partial}: {info['num_samples']} samples written, expected {len(indices)}")
+        os.replace(partial, path)
+        manifest = write_manifest(path, expected, info["labels"], time.perf_counter() - start)
+        print(f"{path}: {len(indices):,} images, {manifest['bytes'] / 2**20:.1f} MiB, "
+              f"{manifest['seconds']:.0f} s; count check passed")
+        return path
 
 
 def out_dir_for(args) -> Path:

@@ -4,42 +4,11 @@
     python -m repro.check --results runs/results --only table2 --rows frossl,frossl_nologs
     make check
 
-Prints one table, experiment | cell | paper | measured | delta | tolerance | status, and saves it as
-check.txt and check.json beside the results. Status of a numeric cell:
-  PASS            |measured - paper| <= tolerance
-  FAIL            outside the tolerance (the exit status is then 1)
-  MISSING         no measured value (not run yet, run unfinished, or its config not written yet);
-                  never counted as a pass
-  NOT-COMPARABLE  measured under a different setting than the paper's (EPOCHS=..., extra
-                  overrides, the cached probe, a PROFILE=short run against the paper): shown,
-                  never PASS or FAIL
-  NO-REFERENCE    measured, but the paper has no value for that cell ("-")
-Each cell names where the paper's number comes from (its run, another paper, a mean of other cells)
-and may carry a second published reference of the recipe this artifact follows (repro/references.py,
-docs/references.md). A PASS/FAIL cell with a second reference, or whose value the paper copied, shows
-both verdicts in its status column, e.g.
-  FAIL vs paper (value from Ermolov et al. 2021) | PASS vs solo-learn published 90.74 +-1.0
-The `status` field and the exit status follow the paper's verdict only: the paper is what this
-artifact reproduces; the second verdict says whether a FAIL is a broken run or a value the paper
-took from another recipe. MISSING / NOT-COMPARABLE / NO-REFERENCE cells get no second verdict.
-A claim (a qualitative statement of the paper, e.g. "FroSSL has the lowest condition number") is
-PASS or FAIL when every value it needs is measured and comparable, else MISSING / NOT-COMPARABLE.
-
-Result files (written by `python -m repro.experiments`, or by hand) are JSON:
-    {"experiment": "table2", "profile": "paper", "variant": "",        # variant e.g. "EPOCHS=5"
-     "cells": {"cifar10/frossl": {"value": 92.5, "comparable": true, "reason": "",
-                                  "n": 1, "std": null, "runs": ["runs/cifar10-frossl-seed0"]}}}
-Values are in the paper's units (percent for accuracies); "inf" is allowed (e.g. never saturated).
-A PROFILE=short result is compared with expected_results/short/<experiment>.yaml, which holds only
-values measured by this project's own commands; while that file is absent its cells are MISSING.
-The claims profiles (PROFILE=claims / claims-quick, docs/claims.md) work the same way with
-expected_results/<profile>/<experiment>.yaml, and their claims are judged by the margin rule:
-  PASS            the claim holds on the seed means by more than the margin
-  FAIL            the opposite holds on the means by more than the margin
-  NOT-DECIDED     neither: the difference is within the spread ("not decided (spread too large)")
-where margin = max(std_a + std_b, floor): the two seed standard deviations added (0 with one
-seed) and the claim's `floor` in the metric's units. A claim of several comparisons is PASS when
-all are, FAIL when any is, else NOT-DECIDED; NOT-DECIDED never counts as a pass or a failure.
+Prints one table, experiment | cell | paper | measured | delta | tolerance | status (PASS, FAIL,
+MISSING, NOT-COMPARABLE, NO-REFERENCE; NOT-DECIDED for the claims profiles' margin rule), saves it as
+check.txt and check.json beside the results, and exits 1 on a FAIL against the paper. The columns,
+the statuses, the second references, the exit statuses and the result-file format are explained
+once, in docs/check.md.
 """
 from __future__ import annotations
 
@@ -183,8 +152,15 @@ def margin_verdict(a: dict, b: dict, direction: str, floor: float) -> tuple[str,
                     f"margin {margin:.3g} = max(std sum {spread:.3g}, floor {floor:g}), n={n})")
 
 
-def check_margin_claim(experiment: str, claim: dict, cells: dict[str, dict]) -> Row:
-    """A claim of the claims profile: each comparison by margin_verdict, then PASS / FAIL / NOT-DECIDED."""
+def check_margin_claim(experiment: str, claim: dict, cells: dict[str, dict], spread: dict | None = None) -> Row:
+    """A claim of the claims profile: each comparison by margin_verdict, then PASS / FAIL / NOT-DECIDED.
+    A cell measured without a spread (one seed) takes the recorded std of the same cell in `spread`
+    (the spread_from profile's references): a change of seed moves it that far, so a difference
+    within it is NOT-DECIDED, never FAIL."""
+    spread = spread or {}
+    cells = {name: {**cell, "std": spread[name]["std"]}
+             if cell.get("std") is None and (spread.get(name) or {}).get("std") is not None else cell
+             for name, cell in cells.items()}
     tests = claim["margin"]
     needed = [c for t in tests for c in t.get("higher") or t.get("lower")]
     missing = [c for c in needed if cells.get(c, {}).get("value") is None]
@@ -284,7 +260,7 @@ def check_experiment(spec: dict, result: dict | None, *, rows: set[str] | None =
     for claim in spec["claims"]:
         if profile in claim.get("profiles", ()) and "margin" in claim:
             if rows is None or set(claim.get("rows", [])) <= rows:
-                out.append(check_margin_claim(label, claim, measured_cells))
+                out.append(check_margin_claim(label, claim, measured_cells, spread))
     return out
 
 

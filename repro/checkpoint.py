@@ -37,6 +37,15 @@ def load_checkpoint(path: Path) -> dict:
                         f"restart that run from scratch") from None
 
 
+def load_run_checkpoint(run_dir: Path) -> dict:
+    """RUN/checkpoint.pt, or a one-line error when the run has none yet."""
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        raise UserError(f"'{run_dir}' has no {CHECKPOINT}: train it first "
+                        f"(python -m repro.train with the same config and name)")
+    return load_checkpoint(path)
+
+
 def environment() -> dict:
     def git_commit() -> str:
         # where git cannot tell (the Docker image has no .git), the commit the image was built

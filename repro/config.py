@@ -112,8 +112,11 @@ class TrainConfig:
     precision: str = "auto"           # auto (bf16 on CUDA, fp32 on CPU) | fp32 | bf16
     log_every: int = 50               # optimizer steps between metric lines (one host sync each)
     compile: bool = False             # torch.compile the model (a compile failure stops the run with a one-line error)
-    sync_batchnorm: bool = False      # distributed: BatchNorm statistics over the global batch
-    gather_embeddings: bool = False   # distributed: the loss sees the global batch (authors: per-GPU loss)
+    sync_batchnorm: bool = False      # distributed, loss_batch > 0: BatchNorm statistics over the global batch
+    loss_batch: int = 0               # samples each loss sees, part of the run's identity (loss_batch_problem):
+                                      # 0: the global batch data.batch_size, for any number of processes (they
+                                      # gather embeddings and synchronise BatchNorm); N > 0: each process's own
+                                      # slice of N = data.batch_size / processes (ImageNet: 224 over 4 GPUs = 56)
     spectra_every: int = 0            # >0: top-14 eigenvalues of view-1 embeddings every N steps -> spectra.jsonl (repro/spectra.py, Figure 3)
 
 
@@ -347,7 +350,41 @@ def validate(cfg: Config) -> None:
                        ("eval.online_eval_every", cfg.eval.online_eval_every),
                        ("train.spectra_every", cfg.train.spectra_every)]:
         _positive(key, value, allow_zero=True)
+    _positive("train.loss_batch", cfg.train.loss_batch, allow_zero=True)
     if cfg.data.batch_size < 2:
         raise ConfigError("config key 'data.batch_size' must be >= 2 (SSL losses compare samples in a batch)")
     if not cfg.name or "/" in cfg.name:
         raise ConfigError(f"config key 'name' = {cfg.name!r}: must be a non-empty folder name without '/'")
+
+
+def loss_samples(cfg: Config) -> int:
+    """The samples each loss sees: train.loss_batch, or the global batch when that is 0."""
+    return cfg.train.loss_batch or cfg.data.batch_size
+
+
+# Methods with a momentum encoder: several processes with BatchNorm over the global batch hang in the
+# first backward (seen with 2 gloo processes, not solved), so under GPUS x NNODES > 1 they train with
+# per-process BatchNorm and loss (train.loss_batch = data.batch_size / processes): NOT-COMPARABLE.
+PER_PROCESS_ONLY: tuple[str, ...] = ("byol", "dino", "mocov2plus")
+
+
+def loss_batch_problem(cfg: Config, world_size: int) -> str:
+    """Why `cfg` cannot train as `world_size` processes ("" when it can), naming the fix: a per-process
+    loss batch (train.loss_batch > 0) must be data.batch_size / processes, and W-MSE's loss batch must
+    split into whitening sub-batches. The trainer and the make targets' preflight both ask."""
+    batch, loss_batch = cfg.data.batch_size, cfg.train.loss_batch
+    if world_size > 1 and not loss_batch and cfg.method in PER_PROCESS_ONLY:
+        return (f"method {cfg.method} cannot yet see the global batch from {world_size} processes (momentum encoder: "
+                f"repro.config.PER_PROCESS_ONLY): run one process, or set train.loss_batch={batch // world_size} "
+                f"(per-process BatchNorm and loss: NOT-COMPARABLE)")
+    if loss_batch and batch != loss_batch * world_size:
+        fits = f"GPUS x NNODES = {batch // loss_batch}" if batch % loss_batch == 0 else "no number of processes"
+        return (f"train.loss_batch={loss_batch} (the samples each process's loss sees) needs data.batch_size={batch} "
+                f"split over {fits}, not {world_size}: run with that, or set train.loss_batch={batch // world_size} "
+                f"(a different loss batch: NOT-COMPARABLE), or train.loss_batch=0 (the loss over the global batch)")
+    whitening = getattr(cfg.loss, "whitening_size", 0)
+    if cfg.method == "wmse" and loss_samples(cfg) % whitening:
+        return (f"W-MSE whitens sub-batches of loss.whitening_size={whitening}, but each loss sees "
+                f"{loss_samples(cfg)} samples: set train.loss_batch=0 (the global batch of {batch}) or a "
+                f"loss.whitening_size dividing {loss_samples(cfg)}")
+    return ""

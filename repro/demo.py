@@ -1,7 +1,7 @@
 """The CPU demo (`make demo`): FroSSL pretraining on scikit-learn's bundled digits, then a linear
 probe of the trained encoder next to the same encoder at its random initialisation.
 
-    python -m repro.demo                      # repro/configs/demo.yaml (its time on 2 cores: README, "The demo")
+    python -m repro.demo                      # repro/configs/demo.yaml (its time on 2 cores: docs/measurements.md)
     python -m repro.demo seed=1 optim.epochs=20
 
 It runs a fixed number of epochs (not a time budget), so the same command gives the same numbers

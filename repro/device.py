@@ -9,7 +9,7 @@
 
 The defaults are the GPU recipe: `train.precision=auto` is bf16 autocast on CUDA and fp32 on CPU;
 `model.channels_last=auto` is on for CUDA and for the CPU (where the convolutions measured
-as fast or faster: `python -m benchmarks.bench_memory_format`, README "Performance"), so CPU runs and
+as fast or faster: `python -m benchmarks.bench_memory_format`, docs/performance.md), so CPU runs and
 the CPU tests take the memory format of a GPU run, except for models that oneDNN's channels-last
 backward mishandles on the CPU (`strided_pointwise_hazard`: `setup.for_model(model)` turns it off
 under `auto` and refuses an explicit `true`). bf16 asked for explicitly (`train.precision=bf16`)

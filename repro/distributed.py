@@ -6,7 +6,10 @@
              --rdzv_backend=c10d --rdzv_endpoint=$MASTER_ADDR:29500 -m repro.train CONFIG
 
 torchrun sets RANK, LOCAL_RANK and WORLD_SIZE; without them the run is a single process. NCCL on
-GPUs, gloo on CPU. The global batch (data.batch_size) is split evenly over the ranks.
+GPUs, gloo on CPU. The global batch (data.batch_size) is split evenly over the ranks. With
+train.loss_batch=0 (every config but ImageNet's) each loss sees the global batch: the methods gather
+their embeddings (`gather_with_grad`) and BatchNorm becomes `GlobalBatchNorm`, so N processes train
+what one process on the whole batch trains (tests/test_distributed.py).
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 from repro.cli import UserError
 
@@ -91,6 +95,74 @@ def gather_with_grad(tensor: torch.Tensor) -> torch.Tensor:
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
         return tensor
     return _GatherWithGrad.apply(tensor)
+
+
+class _SumWithGrad(torch.autograd.Function):
+    """all_reduce(SUM) whose backward is the same sum of every rank's gradient (see _GatherWithGrad)."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        total = tensor.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def _world() -> int:
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch (every rank's equal slice),
+    on any device and backend (torch's SyncBatchNorm takes CUDA only): two differentiable all-reduces
+    (sum, then the centred sum of squares), in fp32. Outside training or alone: plain BatchNorm."""
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        world = _world()
+        if not self.training or world == 1:
+            return super().forward(x)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1] + [1] * (x.dim() - 2)
+        count = world * (x.numel() // x.shape[1])
+        xf = x.float()
+        mean = _SumWithGrad.apply(xf.sum(dims)) / count
+        centred = xf - mean.view(shape)
+        var = _SumWithGrad.apply((centred * centred).sum(dims)) / count
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked.add_(1)
+                momentum = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean.to(self.running_mean.dtype), momentum)
+                self.running_var.lerp_((var * count / (count - 1)).to(self.running_var.dtype), momentum)
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        if self.affine:
+            y = y * self.weight.view(shape) + self.bias.view(shape)
+        return y.to(x.dtype)
+
+
+def global_batchnorm(module: nn.Module) -> nn.Module:
+    """`module` with every BatchNorm replaced by a GlobalBatchNorm holding the same parameters and statistics."""
+    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+        new = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                              module.track_running_stats)
+        state = module.state_dict()
+        new.load_state_dict(state)
+        new.train(module.training)
+        for name, param in module.named_parameters():   # frozen stays frozen (momentum encoders)
+            getattr(new, name).requires_grad_(param.requires_grad)
+        return new.to(next(iter(state.values())).device) if state else new
+    for name, child in module.named_children():
+        module.add_module(name, global_batchnorm(child))
+    return module
 
 
 def all_finite(values: torch.Tensor) -> bool:

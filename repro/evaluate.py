@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
-from repro.checkpoint import CHECKPOINT, load_checkpoint, load_run_config, write_json
+from repro.checkpoint import load_run_checkpoint, load_run_config, write_json
 from repro.cli import UserError, run_cli
 from repro.data import build_loader, num_classes
 from repro.device import DeviceSetup
@@ -152,11 +152,7 @@ def load_backbone(run_dir: Path, cfg, setup: DeviceSetup, *, random_init: bool) 
     method = build_method(cfg)
     epoch = 0
     if not random_init:
-        path = run_dir / CHECKPOINT
-        if not path.exists():
-            raise UserError(f"'{run_dir}' has no {CHECKPOINT}: train it first "
-                            f"(python -m repro.train with the same config and name)")
-        state = load_checkpoint(path)
+        state = load_run_checkpoint(run_dir)
         method.load_state_dict(state["method"])
         epoch = state["epoch"]
     return setup.module(method.backbone), epoch

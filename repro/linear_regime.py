@@ -1,6 +1,6 @@
 """Figure 2: stepwise learning in the linear regime, eq. 8 (FroSSL variant) vs the Barlow variant.
 
-    python -m repro.linear_regime --data DATA_DIR --out runs/figure2          # CPU only; timing: README, Status
+    python -m repro.linear_regime --data DATA_DIR --out runs/figure2          # CPU only; timing: docs/measurements.md
     make figure2 DATA_DIR=data
 
 Paper (section 5.1, Figure 2): "We train two linear layers, one for each view, using full batch
@@ -34,7 +34,7 @@ means something only if the run ended on a plateau: a variant with an eigenvalue
 by more than 10% (relative to its final value) over the last 25% of the run is reported as "not
 saturated by t_max" (saturation time = infinity). Verdict: PASS if eq. 8's top-10 saturation time
 is strictly earlier than the Barlow variant's, FAIL otherwise. The measured saturation times, with
-command, machine and date, are in the README (Status, Figure 2).
+command, machine and date, are in docs/measurements.md.
 
 Outputs in --out: figure2.json (the curves, the saturation times, the verdict), figure2.png.
 """

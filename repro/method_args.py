@@ -56,7 +56,7 @@ class WMSEArgs(LossArgs):
     whitening_iterations: int = 1       # random splits per step (docs/sources.md section 3)
     eps: float = 0.0                    # covariance shrinkage; 0 in Ermolov et al.'s code and solo-learn
     # False: Ermolov et al.'s code (gradients through both views); solo-learn detaches the second
-    # view, which every shipped W-MSE config sets (README, Methods)
+    # view, which every shipped W-MSE config sets (docs/methods.md)
     stop_gradient_second: bool = False
 
 

@@ -21,6 +21,12 @@ Definitions (paper section 5.2; "Z1^T Z1" read as the covariance of the view-1 e
   band 0.5 and smooth 1 (repro/linear_regime.py, Settings.band; full-batch gradient descent has no
   minibatch noise). The final value is the one at the end of the tracked run (the end of epoch 5
   for Figure 3).
+* Settling step of lambda_k (the claims profiles' saturation, docs/claims.md): with a fixed band
+  (above) a short run whose lambda_k never moves by a factor 2 is "saturated" at step 0 whatever it
+  does. Instead the band is a fraction (SETTLE_FRACTION = 0.2) of the range the smoothed log lambda_k
+  covers during the run: settled from the first record after which |log x - log final| stays within
+  0.2 x (max log x - min log x). Some record is at least half the range from the final value, so the
+  step is 0 only for a constant series.
 
 Tracking (`SpectraTracker`): a forward hook on the method's `projector` module (the backbone
 if a method has none) keeps the output of its FIRST call in a training step, i.e. view 1's
@@ -46,6 +52,7 @@ TOP_K = 14          # eigenvalues tracked (the paper's Figure 3)
 SPECTRA_FILE = "spectra.jsonl"
 FIGURE3_BAND = 0.5
 FIGURE3_SMOOTH = 5
+SETTLE_FRACTION = 0.2
 
 
 # ---- metric functions: pure, on arrays -----------------------------------------------------------
@@ -104,6 +111,18 @@ def saturation_index(series, *, band: float, smooth: int = 1) -> int | None:
         return None
     inside = (x >= band * final) & (x <= final / band)
     outside = np.flatnonzero(~inside)
+    return int(outside[-1] + 1) if len(outside) else 0
+
+
+def settling_index(series, *, fraction: float = SETTLE_FRACTION, smooth: int = FIGURE3_SMOOTH) -> int | None:
+    """Index of the first record from which the smoothed log series stays within `fraction` of its
+    range of its final value (0 for a constant series); None when a value is not positive and finite."""
+    x = moving_average(series, smooth)
+    if len(x) == 0 or not (np.all(np.isfinite(x)) and np.all(x > 0)):
+        return None
+    logs = np.log(x)
+    spread = logs.max() - logs.min()
+    outside = np.flatnonzero(np.abs(logs - logs[-1]) > fraction * spread)
     return int(outside[-1] + 1) if len(outside) else 0
 
 
@@ -185,10 +204,13 @@ def summarize(records: list[dict], *, k: int = TOP_K, band: float = FIGURE3_BAND
         return None
     last = records[-1]["eigenvalues"]
     steps = [r["step"] for r in records]
-    index = saturation_index([r["eigenvalues"][k - 1] for r in records], band=band, smooth=smooth)
+    smallest = [r["eigenvalues"][k - 1] for r in records]
+    index = saturation_index(smallest, band=band, smooth=smooth)
+    settled = settling_index(smallest, smooth=smooth)
     return {"final_step": steps[-1], "final_epoch": records[-1].get("epoch"),
             "condition_number": condition_number(last, k), "entropy": spectral_entropy(last, k),
             "saturation_step": steps[index] if index is not None else None,
+            "settling_step": steps[settled] if settled is not None else None,
             "final_eigenvalues": last, "records": len(records), "band": band, "smooth": smooth, "k": k}
 
 

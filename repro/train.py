@@ -29,7 +29,7 @@ from tqdm import tqdm
 from repro import distributed
 from repro.checkpoint import CHECKPOINT, load_checkpoint, prepare_run_dir, save_checkpoint, write_json
 from repro.cli import Preempted, UserError, run_cli
-from repro.config import Config, load_config
+from repro.config import Config, load_config, loss_batch_problem
 from repro.data import build_loader, num_classes
 from repro.device import DeviceSetup
 from repro.distributed import env_from_torchrun
@@ -39,6 +39,9 @@ from repro.seeds import step_seed
 from repro.spectra import SpectraTracker
 from repro.train_parts import (TENSORBOARD_DIR, MetricsLog, MetricsWindow, Pretrainer, StopSignals,  # noqa: F401
                                classifier_loss, compile_forward, online_accuracy, trim_metrics)  # (re-exported)
+
+
+DIVERGED = "diverged.json"   # written into the run folder when the loss goes non-finite
 
 
 class TrainingDiverged(UserError):
@@ -51,6 +54,8 @@ def train(cfg: Config) -> dict:
     if cfg.data.batch_size % env.world_size:
         raise UserError(f"data.batch_size={cfg.data.batch_size} does not divide over {env.world_size} processes: "
                         f"choose a batch size that is a multiple of {env.world_size} (e.g. 224 = 4 x 56)")
+    if loss_batch_problem(cfg, env.world_size):
+        raise UserError(loss_batch_problem(cfg, env.world_size))
     distributed.init(env, setup.device)
     setup.apply_backend_settings()
 
@@ -84,7 +89,10 @@ def train(cfg: Config) -> dict:
         return json.loads((run_dir / "pretrain.json").read_text())
     model = pretrainer = Pretrainer(method, classifier)
     if env.distributed:
-        model = nn.parallel.DistributedDataParallel(pretrainer, device_ids=[setup.device.index] if setup.cuda else None)
+        # BatchNorm over the global batch keeps every buffer equal on all ranks: no broadcast from rank 0
+        # (with it, 2 processes drift from 1 from the second step on: tests/test_distributed.py)
+        model = nn.parallel.DistributedDataParallel(pretrainer, device_ids=[setup.device.index] if setup.cuda else None,
+                                                    broadcast_buffers=bool(cfg.train.loss_batch))
     forward = compile_forward(model, cfg.train.compile)
 
     def save(epoch_done: int) -> None:
@@ -112,7 +120,8 @@ def train(cfg: Config) -> dict:
             for views, labels in bar:
                 views, labels = setup.batch(views, labels)
                 lr = schedule(optimizer, step)
-                torch.manual_seed(step_seed(cfg.seed, step, env.rank))  # randomness inside a method (W-MSE)
+                # randomness inside a method (W-MSE): the same on every rank when each loss sees the global batch
+                torch.manual_seed(step_seed(cfg.seed, step, env.rank if cfg.train.loss_batch else 0))
                 method.set_progress(step, steps_per_epoch, total_steps)   # schedules inside the method
                 with setup.autocast():
                     loss, terms = forward(views, labels)
@@ -130,9 +139,11 @@ def train(cfg: Config) -> dict:
                 if step % cfg.train.log_every == 0 or end_of_epoch or stop.received:
                     record = window.flush()   # a collective: every rank calls it at the same steps
                     if record is None:
-                        raise TrainingDiverged(
-                            f"loss became non-finite by step {step} (epoch {epoch + 1}): the last good "
-                            f"checkpoint is kept in {checkpoint_path}; lower optim.lr or check the data")
+                        message = (f"loss became non-finite by step {step} (epoch {epoch + 1}): the last good "
+                                   f"checkpoint is kept in {checkpoint_path}; lower optim.lr or check the data")
+                        if env.is_main:   # the marker a learning-rate sweep reads (repro/experiments/claims.py)
+                            write_json(run_dir / DIVERGED, {"step": step, "message": message})
+                        raise TrainingDiverged(message)
                     record.update(step=step, epoch=step / steps_per_epoch, lr=lr)
                     if setup.cuda:   # the highest allocation since the process started, GiB
                         record["peak_memory_gib"] = torch.cuda.max_memory_allocated(setup.device) / 2**30
@@ -177,8 +188,8 @@ def build_model(cfg: Config, setup: DeviceSetup, env):
     device setup for this model (`DeviceSetup.for_model`)."""
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank
     method = build_method(cfg)
-    if env.distributed and cfg.train.sync_batchnorm:
-        method = nn.SyncBatchNorm.convert_sync_batchnorm(method)
+    if env.distributed and (cfg.train.sync_batchnorm or not cfg.train.loss_batch):
+        method = distributed.global_batchnorm(method)   # BatchNorm over the global batch
     setup = setup.for_model(method)
     method = setup.module(method)
     classes = num_classes(cfg.data.dataset, cfg.data.root, cfg.data.eval_split)

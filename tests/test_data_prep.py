@@ -53,7 +53,7 @@ def test_partial_output_is_replaced_not_reused(cifar100, tmp_path):
     out = converted("write_cifar", "--dataset", "cifar100", "--root", tmp_path, "--splits", "test")
     assert "rebuilding" in out and "truncated or corrupt" in out
     assert np.array_equal(read_beton(out_dir / "cifar100_test.beton")[0], images["test"])
-    assert not list(out_dir.glob("*.partial"))
+    assert not list(out_dir.glob("*.partial*"))
 
 
 def test_converter_errors_are_one_line(tmp_path):
@@ -192,3 +192,21 @@ def test_python_m_data_prep_runs_the_catalogs_converter(tmp_path):
 def convert_any(*args) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "data_prep", *map(str, args)], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
+
+
+def test_two_nodes_writing_one_file_at_once_end_with_one_verified_file(cifar100, tmp_path):
+    """Several nodes run the data step into one shared CACHE_DIR: one writes (under a lock, into a
+    temporary name of its own, renamed when complete), the other waits and then finds it up to date."""
+    root, _, _ = cifar100
+    (tmp_path / "cifar-100-python").symlink_to(root / "cifar-100-python")
+    command = [sys.executable, "-m", "data_prep.write_cifar", "--dataset", "cifar100", "--root", str(tmp_path),
+               "--splits", "test", "--subset", "32"]
+    nodes = [subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+             for _ in range(2)]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], outputs
+    assert sum("writing cifar100 test" in out for out in outputs) == 1, outputs
+    assert sum("up to date" in out for out in outputs) == 1, outputs
+    out_dir = tmp_path / "ffcv"
+    assert len(read_beton(out_dir / "cifar100_test.beton")[0]) == 32   # "up to date": its manifest verified it
+    assert not list(out_dir.glob("*.partial*")) and not list(out_dir.glob("*.errors*"))

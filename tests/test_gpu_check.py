@@ -1,20 +1,25 @@
-"""`make gpu-check` on CPU: the dry mode end to end, a failing part, bad input, the estimate's
-arithmetic (hand-computed), the parsing of the trainer's metrics."""
+"""`make gpu-check` on CPU: the dry mode end to end (also on a simulated bare node without ffcv,
+scikit-learn or tensorboard), a run killed mid-way, a failing part, bad input, the compiler check,
+the estimate's arithmetic (hand-computed), the parsing of the trainer's metrics."""
 from __future__ import annotations
 
 import io
 import json
+import os
+import signal
 import subprocess
 import sys
 import tarfile
+import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 from repro import gpu_check
 from repro.gpu_check import env as gpu_env
 from repro.cli import UserError, run_cli
-from repro.gpu_check.estimate import estimate_targets, flops_per_second
+from repro.gpu_check.estimate import estimate_targets, flops_per_second, reference_rate
 from repro.gpu_check.report import parse_train
 from tests.conftest import ROOT, SHARED_CIFAR
 
@@ -66,6 +71,26 @@ def test_estimate_matches_hand_computed_seconds():
     assert targets["figure2"]["seconds"] == 0
     assert targets["all"]["seconds"] == pytest.approx(304_095.238 + 200 + 151_937.984, abs=1e-2)
     assert targets["all"]["hours"] == pytest.approx(targets["all"]["seconds"] / 3600)
+
+
+def test_the_range_before_a_measurement_is_flop_based_and_anchor_based():
+    """Without a measured rate the estimate part still gives every target's two estimates."""
+    parts = {name: gpu_check.Part(name) for name in gpu_check.PARTS}
+    gpu_check.estimate(parts["estimate"], parts, dry=False)
+    part = parts["estimate"]
+    assert part.status == "skipped" and "no measured rate" in part.reason and "targets" not in part.details
+    # table2 pretraining, 12 rows x 2,500 epochs of 0.43 PFLOP: at 35% of 989 TFLOP/s, and at the
+    # published anchor's 11.9 s per CIFAR-10 epoch (STL-10's epoch has the same FLOPs)
+    assert part.details["flop_based"]["table2"]["pretrain_s"] == pytest.approx(12 * 2500 * 0.43e15 / (0.35 * 989e12))
+    assert part.details["anchor_based"]["table2"]["pretrain_s"] == pytest.approx(12 * 2500 * 11.9)
+    assert reference_rate() == pytest.approx(346.15e12)
+    markdown = gpu_check.render_markdown({"date": "d", "mode": "full", "finished": True, "command": "c", "data": {},
+                                          "loader": "torchvision", "loader_note": "", "failed": [], "wall_s": 1,
+                                          "parts": {n: gpu_check.asdict(p) for n, p in parts.items()}})
+    row = next(line for line in markdown.splitlines() if line.startswith("| table2 |"))
+    # nothing measured; anchor: 99.2 h of pretraining + 12 x (2 x 100 x 11.9 / 6 + 100 x 11.9 / 6 x 5/105) s
+    # of probes (1.35 h) = 100.5 h = 4.2 d
+    assert row.endswith("| - | 10.5 h | 4.2 d |")
 
 
 def test_estimate_scales_inversely_with_the_measured_rate():
@@ -189,6 +214,158 @@ def test_without_ffcv_the_torchvision_loader_is_chosen_and_said():
     assert gpu_check.resolve_loader("auto", {"ffcv": "1.0.2"})[0] == "ffcv"
     with pytest.raises(UserError, match="--loader ffcv but ffcv does not import"):
         gpu_check.resolve_loader("ffcv", {"ffcv": "broken: ImportError: numpy"})
+
+
+def test_no_data_means_synthetic_batches_for_the_bench_and_no_train(tmp_path, monkeypatch):
+    """No --data and no CIFAR10: nothing outside the checkout is looked for; the bench gets random
+    images in CIFAR's files, the train part is skipped with the reason."""
+    monkeypatch.delenv("CIFAR10", raising=False)
+    argv = tmp_path / "bench-argv.json"
+    monkeypatch.setattr(gpu_check, "BENCH", ["-c", f"import json, sys; open({str(argv)!r}, 'w').write(json.dumps("
+                                                   "sys.argv)); sys.exit(4)"])
+    out = tmp_path / "out"
+    code = gpu_check.main(["--dry-run", "--out", str(out), "--loader", "torchvision"])
+    summary = json.loads((out / "gpu_check.json").read_text())
+    assert summary["data"]["given"] is None and summary["data"]["kind"] == "synthetic"
+    train = summary["parts"]["train"]
+    assert train["status"] == "skipped" and "no --data or CIFAR10=" in train["reason"]
+    args = json.loads(argv.read_text())
+    root = Path(args[args.index("--root") + 1])
+    assert root.is_relative_to(out / "work") and (root / "cifar-10-batches-py" / "data_batch_5").is_file()
+    assert code == 1 and summary["failed"] == ["bench_eager"]     # the stand-in bench "failed"
+    monkeypatch.setenv("CIFAR10", str(tmp_path / "absent.tar.gz"))
+    with pytest.raises(UserError, match="absent.tar.gz' does not exist"):
+        gpu_check.main(["--dry-run", "--out", str(out)])
+
+
+def test_without_a_compiler_the_compiled_bench_is_skipped_with_the_fix(tmp_path, monkeypatch):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    problem = gpu_env.compiler_problem()
+    assert "no C compiler (CC=" in problem and "apt-get install gcc python3." in problem
+    monkeypatch.delenv("CC")
+    monkeypatch.setenv("PATH", str(tmp_path))                      # no cc, gcc or clang on it
+    assert "no C compiler (cc, gcc, clang)" in gpu_env.compiler_problem()
+    # a CUDA machine without one: the bench with --compile is not started, its part says why
+    monkeypatch.setattr(gpu_check, "environment",
+                        lambda part, optional, dry: part.details.update(compiler_problem=problem) or True)
+    monkeypatch.setattr(gpu_check, "BENCH", ["-c", "raise SystemExit('the bench must not run')"])
+    monkeypatch.setattr(gpu_check.Settings, "make", classmethod(
+        lambda cls, dry, epochs, deadline: gpu_check.Settings(
+            False, 1, 16, 8, 32, {}, {"train": 20, "test": 10}, [], 0, 1, {}, deadline)))
+    out = tmp_path / "out"
+    gpu_check.main(["--out", str(out), "--only", "bench_compile", "--loader", "torchvision"])
+    part = json.loads((out / "gpu_check.json").read_text())["parts"]["bench_compile"]
+    assert part["status"] == "skipped" and part["reason"] == problem and part["command"] == ""
+
+
+def test_the_parts_fit_the_default_budget_of_at_most_9_minutes():
+    full = gpu_check.Settings.make(False, None)
+    assert gpu_check.DEFAULT_BUDGET_MIN <= 9
+    # cuda_tests + both benches + train: what is left of the budget covers data and start-up
+    assert sum((full.timeouts["cuda_tests"], 2 * full.timeouts["bench"], full.timeouts["train"])) < 60 * 9
+
+
+# ---- a bare node: no ffcv, scikit-learn, tensorboard (hidden from the import system) -----------
+
+HIDE = """
+import sys
+from importlib.machinery import PathFinder
+
+HIDDEN = {"ffcv", "sklearn", "tensorboard", "numba", "cv2", "matplotlib", "scipy", "lightly"}
+
+
+class Hide(PathFinder):
+    @classmethod
+    def find_spec(cls, name, path=None, target=None):
+        return None if name.partition(".")[0] in HIDDEN else super().find_spec(name, path, target)
+
+
+sys.meta_path[:] = [Hide if finder is PathFinder else finder for finder in sys.meta_path]
+"""
+
+
+def bare_node_env(tmp_path):
+    """Environment of a bare node's Python: a sitecustomize (first on PYTHONPATH, so every child
+    process gets it too) hides the optional packages; only the checkout is on PYTHONPATH besides;
+    no network (a bogus index, no proxies)."""
+    site = tmp_path / "bare-site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(HIDE)
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and k not in ("CIFAR10", "PYTHONPATH")}
+    env.update(PYTHONPATH=f"{site}{os.pathsep}{ROOT}", PIP_INDEX_URL="http://127.0.0.1:9/simple", PIP_NO_INDEX="1")
+    hidden = subprocess.run([sys.executable, "-c", "import ffcv"], env=env, capture_output=True, text=True)
+    assert "No module named 'ffcv'" in hidden.stderr      # the simulation holds
+    return env
+
+
+def test_a_bare_node_without_data_runs_to_the_end_and_says_what_it_skipped(tmp_path):
+    """The default suite's cut of the bare-node run below: no bench (its own slow test), the rest real."""
+    out = tmp_path / "gpu-check"
+    result = subprocess.run([sys.executable, "-m", "repro.gpu_check", "--dry-run", "--out", str(out),
+                             "--only", "estimate"], cwd=tmp_path, env=bare_node_env(tmp_path),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "gpu_check.json").read_text())
+    parts = summary["parts"]
+    assert summary["finished"] and summary["data"]["given"] is None and summary["loader"] == "torchvision"
+    assert parts["environment"]["status"] == "passed"
+    assert parts["environment"]["details"]["optional_packages"]["sklearn"] is None
+    assert parts["train"]["status"] == "skipped" and "no --data or CIFAR10=" in parts["train"]["reason"]
+    assert parts["cuda_tests"]["status"] == "skipped" and "needs CUDA" in parts["cuda_tests"]["reason"]
+    assert parts["estimate"]["status"] == "skipped" and parts["estimate"]["details"]["anchor_based"]["table2"]
+
+
+@pytest.mark.slow   # 49-112 s on the 2-core dev machine (other jobs running): two torch imports, a CPU bench
+def test_a_bare_node_runs_the_dry_mode_to_the_end(tmp_path):
+    out = tmp_path / "gpu-check"
+    result = subprocess.run([sys.executable, "-m", "repro.gpu_check", "--dry-run", "--out", str(out)], cwd=tmp_path,
+                            env=bare_node_env(tmp_path), capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "gpu_check.json").read_text())
+    parts = summary["parts"]
+    assert summary["finished"] and summary["failed"] == [] and summary["loader"] == "torchvision"
+    optional = parts["environment"]["details"]["optional_packages"]
+    assert optional["ffcv"] is None and optional["sklearn"] is None
+    assert parts["bench_eager"]["status"] == "passed" and parts["bench_eager"]["details"]["data"] == "synthetic"
+    assert parts["train"]["status"] == "skipped" and "no --data" in parts["train"]["reason"]
+    assert parts["estimate"]["status"] == "passed" and parts["estimate"]["details"]["rate_source"] == "bench_eager"
+    assert "| train | SKIPPED |" in (out / "gpu_check.md").read_text()
+
+
+def test_a_run_killed_during_its_third_part_keeps_the_first_two(tmp_path):
+    """SIGKILL while the bench (a stand-in that sleeps) runs: the summary on disk holds the
+    environment's and the CUDA tests' results and names the part that was cut off."""
+    out = tmp_path / "gpu-check"
+    driver = textwrap.dedent(f"""
+        from repro import gpu_check
+        from repro.cli import run_cli
+        gpu_check.BENCH = ["-c", "import time; time.sleep(300)"]
+        run_cli(gpu_check.main, ["--dry-run", "--out", {str(out)!r}, "--loader", "torchvision"])
+    """)
+    process = subprocess.Popen([sys.executable, "-c", driver], cwd=tmp_path, env=bare_node_env(tmp_path),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 240
+    summary = {}
+    try:
+        while summary.get("parts", {}).get("bench_eager", {}).get("status") != "running":
+            assert time.time() < deadline and process.poll() is None, "the bench part never started"
+            time.sleep(0.2)
+            try:
+                summary = json.loads((out / "gpu_check.json").read_text())
+            except (OSError, ValueError):
+                pass
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)      # the check and its bench (same session)
+        process.wait()
+    summary = json.loads((out / "gpu_check.json").read_text())
+    parts = summary["parts"]
+    assert not summary["finished"]
+    assert parts["environment"]["status"] == "passed" and parts["environment"]["details"]["torch"]
+    assert parts["cuda_tests"]["status"] == "skipped" and "needs CUDA" in parts["cuda_tests"]["reason"]
+    assert parts["bench_eager"]["status"] == "running" and "cut off" in parts["bench_eager"]["reason"]
+    assert parts["estimate"]["status"] == "pending"
+    markdown = (out / "gpu_check.md").read_text()
+    assert "**Unfinished**" in markdown and "| environment | PASSED |" in markdown
 
 
 def test_the_cuda_marker_is_registered_and_its_tests_skip_with_a_reason_on_cpu():

@@ -110,7 +110,7 @@ def test_cifar10_layouts_give_the_same_images(cifar10_root, tmp_path):
 @pytest.mark.needs_data
 @pytest.mark.slow
 def test_figure2_defaults_full_run(tmp_path):
-    """The documented default run (t up to 2500; its timing is in the README's Status): eq. 8
+    """The documented default run (t up to 2500; its timing is in docs/measurements.md): eq. 8
     saturates several times earlier."""
     result = linear_regime.run(SHARED_CIFAR, tmp_path)
     eq8, barlow = result["summary"]["eq8"], result["summary"]["barlow"]

@@ -8,7 +8,8 @@ import subprocess
 import pytest
 
 from repro.experiments import EXPERIMENTS, Options
-from repro.experiments.summary import gpu_hours, summarize
+from repro.experiments.summary import help_cost_lines, summarize
+from repro.gpu_check.estimate import range_text
 from tests.conftest import ROOT
 
 MAKEFILE = (ROOT / "Makefile").read_text()
@@ -58,15 +59,22 @@ def test_targets_are_grouped_by_task_in_order():
 
 @pytest.mark.parametrize("target", ["table2", "table3", "ablation", "figure3", "figure4", "all"])
 def test_each_paper_target_shows_the_plan_summarys_estimate(target, tmp_path):
-    """The cost in `make help` is the plan summary's whole-plan estimate at the default variables:
-    same GPU-hours (as printed) and the same number of distinct runs."""
+    """The cost in `make help` is the plan summary's whole-plan range at the default variables: the
+    same FLOP-based and anchor-based GPU-hours (as printed) and the same number of distinct runs."""
     line = next(l for l in make_help().splitlines() if l.startswith(f"  make {target} "))
-    cost = re.search(r"\[est\. ([0-9.]+) GPU-h, (\d+) runs\]$", line)
+    cost = re.search(r"\[est\. ([0-9.]+)-([0-9.]+) GPU-h, (\d+) runs\]$", line)
     assert cost, line
     summary = summarize(EXPERIMENTS[target], Options(out=tmp_path / "runs"))
-    assert cost.group(1) == gpu_hours(summary.hours_total)
-    assert int(cost.group(2)) == len(summary.states)
-    assert "H100 SXM at 35%" in make_help() and "not measured" in make_help()
+    assert f"{cost.group(1)}-{cost.group(2)}" == range_text(summary.hours_total, summary.anchor_total)
+    assert float(cost.group(1)) < float(cost.group(2))      # the anchor (fp32, an A100) is the slower end
+    assert int(cost.group(3)) == len(summary.states)
+    text = make_help()
+    assert "35% of an H100 SXM" in text and "11.9 s SimCLR ResNet18" in text and "not measured" in text
+
+
+def test_the_makefile_cost_lines_are_the_estimators():
+    """`make help-costs` (help_cost_lines) writes them: the Makefile holds exactly its output."""
+    assert [line for line in MAKEFILE.splitlines() if line.startswith("HELP_COST_")] == help_cost_lines()
 
 
 def test_main_variables_are_listed_with_their_values():

@@ -101,3 +101,35 @@ def test_prepare_data_none_plans_no_download_and_no_file(tmp_path):
     opts = Options(out=tmp_path / "runs", data_dir=str(tmp_path / "data"), prepare_data="none")
     summary = summarize(TABLE2, opts)
     assert summary.downloads == [] and summary.ffcv_bytes == 0 and len(summary.states) == 36
+
+
+def gpu_check_summary(out, mode="full", status="passed", epoch_s=2.0):
+    folder = out / "gpu-check"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "gpu_check.json").write_text(json.dumps({
+        "date": "2026-12-01T10:00:00+00:00", "mode": mode,
+        "parts": {"environment": {"details": {"gpus": [{"name": "NVIDIA H100 80GB HBM3"}]}},
+                  "estimate": {"status": status, "details": {"cifar10_epoch_s": epoch_s}}}}))
+
+
+def test_the_plan_shows_the_range_until_gpu_check_measured_a_rate(tmp_path):
+    """Before a measurement: FLOP-based to anchor-based GPU-hours; after a full gpu-check run in
+    OUT/gpu-check: the hours at its measured CIFAR-10 epoch time, the range beside them."""
+    opts = Options(out=tmp_path / "runs", data_dir=str(tmp_path / "data"), datasets=("cifar10",), methods=("frossl",))
+    # one CIFAR-10 run: 1000 epochs + a probe of 100 forward-only epochs (1/6 of a training epoch each)
+    epochs = 1000 + 100 / 6
+    summary = summarize(TABLE2, opts)
+    assert summary.measured is None
+    assert summary.hours_total == pytest.approx(epochs * CIFAR_EPOCH_FLOP / REFERENCE_FLOPS / 3600)
+    assert summary.anchor_total == pytest.approx(epochs * 11.9 / 3600)          # the published 11.9 s per epoch
+    line = next(l for l in summary_lines(summary) if "GPU-hours" in l)
+    assert "0.35-3.4 left (0.35-3.4 for the whole plan)" in line and "11.9 s on one A100" in line
+    for mode, status in (("dry (CPU, tiny)", "passed"), ("full", "skipped")):    # nothing measured on a GPU
+        gpu_check_summary(opts.out, mode, status)
+        assert summarize(TABLE2, opts).measured is None
+    gpu_check_summary(opts.out, epoch_s=2.0)
+    summary = summarize(TABLE2, opts)
+    assert summary.measured["total"] == pytest.approx(epochs * 2.0 / 3600)
+    line = next(l for l in summary_lines(summary) if "GPU-hours" in l)
+    assert line.startswith("# plan: GPU-hours: 0.56 left (0.56 for the whole plan) on one NVIDIA H100 80GB HBM3")
+    assert "a CIFAR-10 epoch in 2.0 s" in line and "before measuring: 0.35-3.4 left" in line

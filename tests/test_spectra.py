@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from repro.spectra import (SpectraTracker, condition_number, covariance_eigenvalues, moving_average,
-                           read_spectra, saturation_index, spectral_entropy, summarize)
+                           read_spectra, saturation_index, settling_index, spectral_entropy, summarize)
 
 
 def embeddings_with_spectrum(eigenvalues, n, seed=0):
@@ -72,6 +72,21 @@ class TwoViewToy(nn.Module):
 
     def forward(self, views):
         return [self.projector(self.backbone(v)) for v in views]
+
+
+def test_settling_index_is_not_degenerate_where_the_factor_2_band_is():
+    # lambda_14 grows 1.0 -> 1.8 and stays: never a factor 2 from its final value, so Figure 3's
+    # band calls it saturated at record 0; its log range is ln 1.8 = 0.588, 20% of it 0.118, and
+    # it is within that of ln 1.8 (x >= 1.8 / e^0.118 = 1.60) from record 4 (1.7) on
+    series = [1.0, 1.2, 1.4, 1.55, 1.7, 1.75, 1.8, 1.78, 1.8]
+    assert saturation_index(series, band=0.5) == 0
+    assert settling_index(series, smooth=1) == 4
+    # a series that leaves and comes back: settled only after its last excursion
+    assert settling_index([2.0, 2.0, 8.0, 2.0, 2.0], smooth=1) == 3
+    assert settling_index([3.0, 3.0, 3.0], smooth=1) == 0          # constant: settled from the start
+    assert settling_index([1.0, 0.0, 2.0], smooth=1) is None       # a zero eigenvalue has no log
+    # smoothing averages over the trailing records first: [1, 1, 5, 5] -> [1, 1, 3, 5]
+    assert settling_index([1.0, 1.0, 5.0, 5.0], smooth=2) == 3
 
 
 def test_tracker_records_view1_every_k_steps_and_trims_on_resume(tmp_path):

@@ -27,14 +27,21 @@ from repro.experiments.options import Options
 
 IMAGE_FOLDER = "cifar10-images"   # under DATA_DIR: the claims runs' data.root
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-CLAIM_PROFILES = ("claims", "claims-quick")
+CLAIM_PROFILES = ("claims", "claims-quick", "claims-all")
+DIVERGED = "diverged.json"   # repro.train.DIVERGED (not imported: planning runs without torch)
+MINUTES_PER_RUN = 3.5        # one run of the schedule with its probe on 2 idle cores (docs/claims.md, measured)
+
+
+def profile_spec(profile: str) -> dict:
+    """expected_results/claims.yaml profiles.<profile>: its seeds and, for claims-all, `lr_sweep`."""
+    import repro.experiments.options as options
+    spec = yaml.safe_load((options.EXPECTED_DIR / "claims.yaml").read_text())
+    return spec["profiles"][profile]
 
 
 def profile_seeds(profile: str) -> tuple[int, ...]:
     """The seeds a claims profile runs (expected_results/claims.yaml profiles.<profile>.seeds)."""
-    import repro.experiments.options as options
-    spec = yaml.safe_load((options.EXPECTED_DIR / "claims.yaml").read_text())
-    return tuple(spec["profiles"][profile]["seeds"])
+    return tuple(profile_spec(profile)["seeds"])
 
 
 # ---- data: CIFAR-10 as an image folder ---------------------------------------------------------
@@ -107,18 +114,43 @@ def _run_claims(opts: Options) -> int:
     from repro.experiments.results import collect
     from repro.experiments.run import Runner, run_specs
     from repro.experiments.state import train_state
-    from repro.experiments.table import CLAIMS, CLAIMS_RANDOM_INIT_ROW
+    from repro.experiments.table import CLAIMS, CLAIMS_ALL
     runner = Runner(opts)
     runner.say(f"claims: profile {opts.profile}, seeds {' '.join(map(str, opts.seeds))}, out={opts.out}, "
                f"data {opts.data_dir} (CIFAR-10 as an image folder; docs/claims.md)")
     if opts.epochs is not None or opts.overrides:
         runner.say("EPOCHS / OVERRIDES change the claims schedule: the runs get their own folders and the "
                    "recorded references do not apply (NOT-COMPARABLE)")
-    specs = plan_runs(CLAIMS, opts)
+    lrs = tuple(profile_spec(opts.profile).get("lr_sweep", ()))
+    exp = CLAIMS_ALL if lrs else CLAIMS
+    if lrs:   # claims-all: the seed-0 sweep first, then every seed of each row at its chosen rate
+        sweep = sweep_specs(exp, opts, lrs)
+        pending = plan_runs(exp, replace(opts, seeds=opts.seeds[1:])) if opts.dry_run else []
+        say_estimate(runner, sweep, len(pending), opts)
+        preflight(sweep, opts)
+        for spec in sweep:
+            if (spec.run_dir(opts) / DIVERGED).exists():
+                runner.say(f"{spec.name}: its loss went non-finite ({DIVERGED}), not retried")
+        run_specs([s for s in sweep if not (s.run_dir(opts) / DIVERGED).exists()], opts, runner)
+        # a rate under which the loss goes non-finite is a result of the sweep (recorded), not a failure
+        diverged = [s.name for s in sweep if (s.run_dir(opts) / DIVERGED).exists()]
+        runner.failures = [f for f in runner.failures if not any(f"name={name} " in f for name in diverged)]
+        choice = sweep_choice(sweep, opts)
+        if not opts.dry_run:
+            write_sweep(choice, opts, lrs)
+        opts = with_chosen_rates(opts, choice)
+        for row, c in choice.items():
+            runner.say(f"sweep {row}: " + (f"lr {c['chosen']:g} ({c['why']})" if c["chosen"] is not None else c["why"]))
+        specs = [s for s in plan_runs(exp, opts) if s.row in dict(opts.row_lr)]
+        if opts.dry_run and len(opts.row_lr) < len(choice):
+            runner.say(f"then seeds {' '.join(map(str, opts.seeds[1:]))} of each row still sweeping at its "
+                       f"chosen learning rate (planned once its sweep is evaluated)")
+    else:
+        specs = plan_runs(exp, opts)
     preflight(specs, opts)
     run_specs(specs, opts, runner)
     for spec in specs:   # the random-initialisation baseline row, from the first row's runs
-        if spec.row != CLAIMS_RANDOM_INIT_ROW:
+        if spec.row != exp.rows[0]:
             continue
         run_dir = spec.run_dir(opts)
         done = (run_dir / "eval_cached_random_init.json").exists()
@@ -130,10 +162,129 @@ def _run_claims(opts: Options) -> int:
     if opts.dry_run:
         runner.run(collect_command(opts, "claims"))
     else:
-        collect(CLAIMS, opts)
+        path = collect(exp, opts)
+        runner.say(learns_table(json.loads(path.read_text())))
     code = runner.run(check_command(opts, ["claims"], None, stem="check_claims"))
     runner.report_failures()
     return int(bool(code or runner.failures))
+
+
+# ---- claims-all: the learning-rate sweep ------------------------------------------------------------
+
+def sweep_specs(exp, opts: Options, lrs: tuple[float, ...]) -> list:
+    """Every row at every swept rate on the profile's first seed, row after row (a partial sweep
+    finishes whole rows); METHODS applies."""
+    from repro.experiments.plan import plan_runs
+    specs = [s for lr in lrs for s in plan_runs(exp, replace(opts, seeds=opts.seeds[:1],
+                                                              row_lr=tuple((r, lr) for r in exp.rows)))]
+    return sorted(specs, key=lambda s: exp.rows.index(s.row))   # stable: each row's rates in order
+
+
+def sweep_choice(specs: list, opts: Options) -> dict[str, dict]:
+    """The choice rule (docs/claims.md): per row, the swept rate whose run finished with a finite loss
+    and has the highest cached-probe top-1 (a tie: the smaller rate); none while any of the row's runs
+    is neither finished and evaluated nor diverged, or when every one diverged."""
+    from repro.experiments.state import finished, planned_epochs
+    out: dict[str, dict] = {}
+    for spec in specs:
+        lr = next(float(o.split("=", 1)[1]) for o in reversed(spec.reference) if o.startswith("optim.lr="))
+        entry = {"lr": lr, "run": spec.name, "probe_top1": None, "knn_top1": None}
+        run_dir = spec.run_dir(opts)
+        if (run_dir / DIVERGED).exists():
+            entry["status"] = "diverged: " + json.loads((run_dir / DIVERGED).read_text())["message"].split(":")[0]
+        elif finished(spec, opts) and (run_dir / "eval_cached.json").exists():
+            result = json.loads((run_dir / "eval_cached.json").read_text())
+            if result.get("checkpoint_epoch") == planned_epochs(spec, opts):
+                entry.update(status="finished", probe_top1=100 * result["linear_top1"],
+                             knn_top1=100 * result["knn_top1"])
+        entry.setdefault("status", "not finished")
+        out.setdefault(spec.row, {"runs": []})["runs"].append(entry)
+    for row, c in out.items():
+        done = [e for e in c["runs"] if e["status"] == "finished"]
+        if any(e["status"] == "not finished" for e in c["runs"]):
+            c.update(chosen=None, why="sweep not finished")
+        elif not done:
+            c.update(chosen=None, why="the loss went non-finite at every swept rate: no run to compare")
+        else:
+            best = max(done, key=lambda e: (e["probe_top1"], -e["lr"]))
+            c.update(chosen=best["lr"], why=f"best cached-probe top-1 {best['probe_top1']:.2f} of "
+                                            f"{len(done)} finite runs")
+    return out
+
+
+def with_chosen_rates(opts: Options, choice: dict[str, dict]) -> Options:
+    return replace(opts, row_lr=tuple((row, c["chosen"]) for row, c in choice.items() if c["chosen"] is not None))
+
+
+def collect_profile(opts: Options) -> Path:
+    """`collect claims --profile P`: the profile's record (claims-all: each row at its swept rate)."""
+    from repro.experiments.results import collect
+    from repro.experiments.table import CLAIMS, CLAIMS_ALL
+    lrs = tuple(profile_spec(opts.profile).get("lr_sweep", ()))
+    if not lrs:
+        return collect(CLAIMS, opts)
+    return collect(CLAIMS_ALL, with_chosen_rates(opts, sweep_choice(sweep_specs(CLAIMS_ALL, opts, lrs), opts)))
+
+
+def write_sweep(choice: dict, opts: Options, lrs: tuple[float, ...]) -> Path:
+    """OUT/results/<stem>-sweep.json: every sweep run's rate, status, probe and k-NN, and each row's choice."""
+    from datetime import datetime, timezone
+
+    import shlex
+    import sys
+
+    from repro.atomic import atomic_write_text
+    from repro.checkpoint import environment
+    opts.results.mkdir(parents=True, exist_ok=True)
+    path = opts.results / f"{opts.result_stem('claims')}-sweep.json"
+    atomic_write_text(path, json.dumps(
+        {"experiment": "claims", "profile": opts.profile, "variant": opts.variant, "lr_sweep": list(lrs),
+         "seed": opts.seeds[0], "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+         "command": shlex.join([Path(sys.executable).name, "-m", "repro.experiments", *sys.argv[1:]]),
+         "environment": environment(), "rule": SWEEP_RULE, "rows": choice}, indent=1) + "\n")
+    return path
+
+
+SWEEP_RULE = ("per row, the swept learning rate whose seed-0 run finished with a finite loss and has the highest "
+              "cached-probe top-1 (a tie: the smaller rate)")
+
+
+def say_estimate(runner, sweep: list, seed_runs: int, opts: Options) -> None:
+    """The plan's size and time (MINUTES_PER_RUN per run; runs done on disk cost nothing)."""
+    from repro.experiments.state import finished
+    todo = sum(not finished(s, opts) and not (s.run_dir(opts) / DIVERGED).exists() for s in sweep)
+    runs = todo + seed_runs
+    runner.say(f"claims-all plan: {len(sweep)} sweep runs ({todo} to train), then {seed_runs} runs of seeds "
+               f"{' '.join(map(str, opts.seeds[1:]))} at the chosen rates, {len(opts.seeds)} random-init probes; "
+               f"about {runs * MINUTES_PER_RUN / 60:.1f} h on 2 idle CPU cores ({MINUTES_PER_RUN:g} min a run, "
+               f"docs/claims.md; finished runs are skipped)")
+
+
+def learns_table(result: dict) -> str:
+    """'Does every method learn': each row's probe and k-NN top-1 (mean +- std over seeds) against the
+    random encoder's, with the margin rule's verdict (repro/check.py margin_verdict, floor 1 point)."""
+    from repro.check import margin_verdict
+    cells = result["cells"]
+
+    def show(cell: dict | None) -> str:
+        if cell is None or not isinstance(cell.get("value"), (int, float)):
+            return "-"
+        return f"{cell['value']:.1f}" + (f" ± {cell['std']:.1f}" if cell.get("std") is not None else "")
+
+    lines = ["does every method learn (x100; margin rule vs the random encoder, floor 1.0):",
+             f"  {'row':<14} {'lr':>5}  {'probe top-1':<13} {'k-NN top-1':<13} verdict"]
+    rates = result.get("learning_rates", {})
+    for row in [r for r in dict.fromkeys(c.split("/")[1] for c in cells) if r != "random_init"] + ["random_init"]:
+        probe, knn = cells.get(f"probe_top1/{row}"), cells.get(f"knn_top1/{row}")
+        verdicts = []
+        for metric, cell in (("probe", probe), ("k-NN", knn)):
+            base = cells.get(f"{metric.replace('-', '').lower()}_top1/random_init")
+            if row != "random_init" and cell and base and isinstance(cell.get("value"), (int, float)):
+                verdicts.append(f"{metric} {margin_verdict(cell, base, 'higher', 1.0)[0]}")
+        verdict = "(baseline)" if row == "random_init" else ", ".join(verdicts) or "MISSING (no finished run)"
+        lr = f"{rates[row]:g}" if row in rates else "-"
+        lines.append(f"  {row:<14} {lr:>5}  {show(probe):<13} {show(knn):<13} {verdict}")
+    return "\n".join(lines)
 
 
 # ---- recorded references ---------------------------------------------------------------------------
@@ -193,6 +344,7 @@ def record_claims(opts: Options) -> Path:
                        "commit": env.get("git_commit"), "runs": cell["runs"]}
     if not cells:
         raise UserError(f"{path} holds no comparable cell: nothing to record")
+    sweep = read_sweep(opts, result) if profile_spec(opts.profile).get("lr_sweep") else None
     out = package.EXPECTED_DIR / opts.profile / "claims.yaml"
     out.parent.mkdir(exist_ok=True)
     header = (f"# claims, PROFILE={opts.profile}: reference values MEASURED by this project (not the paper's),\n"
@@ -202,7 +354,32 @@ def record_claims(opts: Options) -> Path:
     atomic_write_text(out, header + yaml.safe_dump({"experiment": "claims", "profile": opts.profile,
                                                      "cells": cells}, sort_keys=False))
     print(f"recorded {len(cells)} cells in {out}")
+    if sweep is not None:
+        env = sweep.get("environment", {})
+        record = {"experiment": "claims", "profile": opts.profile, "rule": sweep["rule"], "lr_sweep": sweep["lr_sweep"],
+                  "seed": sweep["seed"], "command": f"make claims PROFILE={opts.profile}", "ran": sweep.get("command", ""),
+                  "hardware": f"{machine() if not env.get('gpu') else env['gpu']}, torch {env.get('torch')}",
+                  "date": sweep["created"][:10], "commit": env.get("git_commit"), "rows": sweep["rows"]}
+        sweep_out = out.parent / "sweep.yaml"
+        atomic_write_text(sweep_out, f"# claims, PROFILE={opts.profile}: the learning-rate sweep MEASURED by this project, "
+                                     f"recorded with the references beside it\n# by `python -m repro.experiments record "
+                                     f"claims --profile {opts.profile}`.\n" + yaml.safe_dump(record, sort_keys=False))
+        print(f"recorded the sweep of {len(sweep['rows'])} rows in {sweep_out}")
     return out
+
+
+def read_sweep(opts: Options, result: dict) -> dict:
+    """The profile's sweep file, which must have chosen the rates the collected result trained at."""
+    path = opts.results / f"{opts.result_stem('claims')}-sweep.json"
+    if not path.exists():
+        raise UserError(f"record --profile {opts.profile} needs the sweep's result ({path}): run "
+                        f"`make claims PROFILE={opts.profile}` first")
+    sweep = json.loads(path.read_text())
+    chosen = {row: c["chosen"] for row, c in sweep["rows"].items() if c.get("chosen") is not None}
+    if chosen != result.get("learning_rates", {}):
+        raise UserError(f"{path} chose {chosen} but the collected result trained at {result.get('learning_rates')}: "
+                        f"run `make claims PROFILE={opts.profile}` again to finish and collect it")
+    return sweep
 
 
 # ---- the entry of `python -m repro.experiments claims` ------------------------------------------

@@ -7,7 +7,7 @@ import shlex
 from pathlib import Path
 
 from repro.cli import UserError
-from repro.experiments.claims import CLAIM_PROFILES, profile_seeds, record_claims, run_claims_target
+from repro.experiments.claims import CLAIM_PROFILES, collect_profile, profile_seeds, record_claims, run_claims_target
 from repro.experiments.data_steps import download
 from repro.experiments.options import CONFIG_VARIANTS, PROFILES, ROOT, Options, words
 from repro.experiments.results import collect, record_short
@@ -138,7 +138,8 @@ def record(name: str, opts: Options) -> None:
         record_short(name, opts)
 
 
-SUBCOMMANDS = {"collect": lambda name, opts: collect(name, opts),
+SUBCOMMANDS = {"collect": lambda name, opts: collect_profile(opts) if name == "claims" and opts.profile in CLAIM_PROFILES
+               else collect(name, opts),
                "record": record,
                "download": lambda name, opts: download(name, opts.data_root(name))}
 # records whose target needs more than run_target's train -> evaluate -> collect -> check: the claims

@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 
 def comparable(spec: RunSpec, opts: Options) -> tuple[bool, str]:
     """A run is comparable when its saved config equals the reference setting (the paper's, or the
-    short profile's for PROFILE=short) in every semantic key (repro.config.NON_SEMANTIC)."""
-    from repro.config import load_config, semantic_diff
+    short profile's for PROFILE=short) in every semantic key (repro.config.NON_SEMANTIC), the samples
+    each loss saw (train.loss_batch, set by the number of processes: plan.per_process_loss_batch) included."""
+    from repro.config import load_config, loss_samples, semantic_diff
     try:
         saved = load_config(spec.run_dir(opts) / "config.yaml")
         # the run's own name and seed: a reference for this very run, not a difference to report
@@ -30,6 +31,11 @@ def comparable(spec: RunSpec, opts: Options) -> tuple[bool, str]:
     except UserError as err:  # e.g. a config or method renamed since the run
         return False, f"config cannot be compared ({err})"
     changes = semantic_diff(reference, saved)
+    if saved.train.loss_batch != reference.train.loss_batch:
+        paper, run = loss_samples(reference), loss_samples(saved)
+        return False, (f"each loss saw {run} samples, the {opts.profile} setting {paper} (train.loss_batch "
+                       f"{reference.train.loss_batch} -> {saved.train.loss_batch}: data.batch_size "
+                       f"{saved.data.batch_size} split over {saved.data.batch_size // run} processes)")
     if changes:
         changes.sort(key=lambda c: not c.startswith("optim.epochs"))  # the most common reason first
         keys = ", ".join(c.split(":")[0] for c in changes[1:])
@@ -209,8 +215,9 @@ def collect_claims(exp: Experiment, opts: Options) -> dict:
     """The claims profile (docs/claims.md), x 100 for accuracies: online top-1 at each validated epoch
     (online_top1_epoch<E>/row), cached-probe and k-NN top-1 of the finished runs (probe_top1/row,
     knn_top1/row), the same two for the encoders at initialisation (row `random_init`, from the
-    first row's runs), and the spectra's entropy after epoch 1 and at the end, condition number and
-    saturation step (entropy_epoch1/row, ...). A run on disk that did not finish (its loss went
+    first row's runs), and the spectra's entropy after epoch 1 and at the end, condition number,
+    saturation and settling step (entropy_epoch1/row, ...); with per-row learning rates (claims-all)
+    each row's runs at its rate, listed under `learning_rates`. A run on disk that did not finish (its loss went
     non-finite: the trainer stops with "loss became non-finite", or it was interrupted) is listed under
     `unfinished`, never dropped silently; its online accuracies before the stop are kept."""
     from repro.spectra import read_spectra, spectral_entropy, summarize
@@ -252,8 +259,9 @@ def collect_claims(exp: Experiment, opts: Options) -> dict:
                         ok, why, str(run_dir))
                 add(f"entropy/{row}", summary["entropy"], ok, why, str(run_dir))
                 add(f"condition_number/{row}", summary["condition_number"], ok, why, str(run_dir))
-                saturation = summary["saturation_step"]
-                add(f"saturation_step/{row}", math.inf if saturation is None else float(saturation), ok, why,
-                    str(run_dir))
+                for metric in ("saturation_step", "settling_step"):   # settling: repro/spectra.py settling_index
+                    step = summary[metric]
+                    add(f"{metric}/{row}", math.inf if step is None else float(step), ok, why, str(run_dir))
     cells = {cell: aggregate(values) for cell, values in per_cell.items()}
-    return {"cells": cells, "missing_rows": missing, "unfinished": unfinished, "seeds": list(opts.seeds)}
+    return {"cells": cells, "missing_rows": missing, "unfinished": unfinished, "seeds": list(opts.seeds),
+            **({"learning_rates": dict(opts.row_lr)} if opts.row_lr else {})}

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "repro" / "configs"
 EXPECTED_DIR = ROOT / "expected_results"
 # PROFILE values: the paper's budgets, the reduced `short` one, and the CPU claims profile (repro/experiments/claims.py)
-PROFILES = ("paper", "short", "claims", "claims-quick")
+PROFILES = ("paper", "short", "claims", "claims-quick", "claims-all")
 # VARIANT values: `authors` trains repro/configs/<dataset>/<row>_authors.yaml instead of <row>.yaml
 # for the rows that have one (repro/experiments/variants.py AUTHORS_ROWS)
 CONFIG_VARIANTS = ("paper", "authors")
@@ -45,6 +45,9 @@ class Options:
     master_port: int = 29500
     cache_dir: str = ""             # derived files (FFCV); "": <out>/cache (CACHE_DIR; data folders may be read-only)
     config_variant: str = "paper"   # paper | authors (VARIANT): which config of the rows that have both
+    # per-row learning rate ((row, lr), ...; the claims-all sweep): such a row's runs get optim.lr=<lr>
+    # and "-lr<lr>" in their folder name (repro/experiments/plan.py run_spec)
+    row_lr: tuple[tuple[str, float], ...] = ()
 
     @property
     def world_size(self) -> int:

@@ -88,11 +88,38 @@ def run_spec(exp: Experiment, opts: Options, row: str, dataset: str, seed: int) 
         if epochs is not None:
             reference.append(f"optim.epochs={epochs}")
             break
+    lr = dict(opts.row_lr).get(row)
+    if lr is not None:   # a per-row learning rate (the claims-all sweep): part of the setting and of the name
+        reference.append(f"optim.lr={lr:g}")
     standard = list(reference) + ([f"optim.epochs={opts.epochs}"] if opts.epochs is not None else [])
     stop = exp.stop_at_epoch if opts.epochs is None else None
-    return RunSpec(exp.name, row, dataset, seed, config_path(dataset, row),
-                   f"{runs.prefix}{dataset}-{row}-seed{seed}{opts.suffix}", standard, reference,
-                   list(opts.overrides), evaluate=exp.evaluate, stop_at_epoch=stop)
+    config = config_path(dataset, row)
+    split = per_process_loss_batch(config, [*standard, *opts.overrides], opts.world_size)
+    standard += [f"train.loss_batch={split}"] if split else []
+    return RunSpec(exp.name, row, dataset, seed, config,
+                   f"{runs.prefix}{dataset}-{row}{'' if lr is None else f'-lr{lr:g}'}-seed{seed}{opts.suffix}" + (f"-lb{split}" if split else ""),
+                   standard, reference, list(opts.overrides), evaluate=exp.evaluate, stop_at_epoch=stop)
+
+
+def per_process_loss_batch(config: Path, overrides: list[str], world_size: int) -> int:
+    """The per-process loss batch a run must train with on `world_size` processes when its config's
+    cannot be kept (0: kept): the paper's split of ImageNet's batch (train.loss_batch 56 = 224 over 4)
+    on another number of processes, or a method of repro.config.PER_PROCESS_ONLY on several. Such a
+    run gets its own folder (-lb<N>) and is NOT-COMPARABLE (its train.loss_batch differs)."""
+    from repro.config import PER_PROCESS_ONLY, ConfigError, load_config
+    if not config.exists():
+        return 0
+    try:
+        cfg = load_config(config, overrides)
+    except ConfigError:
+        return 0   # the preflight names the problem
+    batch, loss_batch = cfg.data.batch_size, cfg.train.loss_batch
+    if batch % world_size:
+        return 0   # refused by the preflight
+    per_process = batch // world_size
+    if (loss_batch and loss_batch != per_process) or (world_size > 1 and not loss_batch and cfg.method in PER_PROCESS_ONLY):
+        return per_process
+    return 0
 
 
 def specs_for(exp: Experiment, opts: Options) -> list[RunSpec]:

@@ -35,7 +35,9 @@ def planned_config(spec: RunSpec, opts: Options):
 
 
 def check_batch_split(specs: list[RunSpec], opts: Options) -> None:
-    """Every run's global batch (data.batch_size, overrides included) divides over its processes."""
+    """Every run's global batch (data.batch_size, overrides included) divides over its processes, and
+    each run can train its loss batch there (repro.config.loss_batch_problem)."""
+    from repro.config import loss_batch_problem
     for spec in specs:
         if not spec.config.exists():
             continue
@@ -51,6 +53,11 @@ def check_batch_split(specs: list[RunSpec], opts: Options) -> None:
                         f"({spec.config.name}; the paper: 4 GPUs x 56 = 224): choose GPUS in {choices}"
                         + (f" with NNODES={opts.nnodes}" if opts.nnodes > 1 else "")
                         + f", or a data.batch_size divisible by {opts.world_size}")
+    for spec in specs:   # what the trainer would refuse at its first step (W-MSE's whitening sub-batches)
+        if spec.config.exists():
+            problem = loss_batch_problem(planned_config(spec, opts), opts.world_size)
+            if problem:
+                raise UserError(f"run {spec.name}: {problem}; nothing was started")
 
 
 def check_devices(configs: list, opts: Options) -> None:

@@ -34,13 +34,15 @@ class StopRequest:
 
     def __init__(self):
         self.signum: int | None = None   # the first stop signal
-        self.count = 0                   # a second one escalates to SIGKILL at once
+        self.count = 0                   # a second one escalates to SIGKILL at once (a repeated SIGTERM does not)
         self._previous: dict = {}
         self._depth = 0
 
     def _handle(self, signum, frame) -> None:
+        # SLURM sends SIGTERM to every process of a job step, and again within a second at a
+        # pre-emption (docs/slurm.md): a repeated SIGTERM waits for the checkpoint; Ctrl-C twice does not
+        self.count += self.count == 0 or signum != signal.SIGTERM
         self.signum = self.signum or signum
-        self.count += 1
 
     def __enter__(self):
         """Installs the handlers (once: nested targets share them); outside the main thread, a no-op."""

@@ -128,6 +128,15 @@ CLAIMS = Experiment(
     rows=CLAIMS_ROWS, datasets=("cifar10",), takes_datasets=False,
     runs=Runs(prefix="claims-", overrides=CLAIMS_PROTOCOL), profiles=("claims", "claims-quick"),
     collect=collect_claims, check_own_rows=True)
+# PROFILE=claims-all (docs/claims.md): the same schedule for FroSSL, all nine baselines and the ablation,
+# each row at its own learning rate, chosen by a seed-0 sweep (repro/experiments/claims.py); not a
+# target of its own: `make claims PROFILE=claims-all` selects it, its results are the claims experiment's.
+CLAIMS_ALL_ROWS = ("frossl",) + tuple(r for r in TABLE2_ROWS if r not in ("frossl", "frossl_nologs")) + ("frossl_nologs",)
+CLAIMS_ALL = Experiment(
+    "claims", "CPU profile on real CIFAR-10: every method at its swept learning rate, 3 seeds",
+    rows=CLAIMS_ALL_ROWS, datasets=("cifar10",), takes_datasets=False,
+    runs=Runs(prefix="claims-all-", overrides=CLAIMS_PROTOCOL), profiles=("claims-all",),
+    collect=collect_claims, check_own_rows=True)
 
 ALL = Experiment("all", "all of the above, then the full check and the report",
                  parts=(FIGURE2, TABLE2, TABLE3, FIGURE3, FIGURE4))

@@ -1,4 +1,4 @@
-"""VARIANT: rows that also have an authors'-code config (README "Deviations and choices"). With
+"""VARIANT: rows that also have an authors'-code config (docs/deviations.md). With
 VARIANT=authors, a record of VARIANT_RECORDS trains repro/configs/<dataset>/<row>_authors.yaml in
 place of <row>.yaml, and its cells are compared with the paper's <row> cells. Read by the command
 line (which rows to plan) and by the collectors (which paper cell a run fills).

@@ -1,22 +1,25 @@
-"""`make gpu-check`: the first thing to run on a GPU machine (sized for at most 12 minutes on one GPU, --budget).
+"""`make gpu-check`: the first thing to run on a GPU machine (at most 9 minutes on one GPU by default, --budget).
 
-    make gpu-check                                             # with the project's .venv
+    make gpu-check CIFAR10=cifar10-jpeg.tar.gz                 # with the project's .venv
     python3 -m repro.gpu_check --data cifar10-jpeg.tar.gz      # a node's own torch, no make, no ffcv
+    python3 -m repro.gpu_check                                 # no data: environment, CUDA tests, bench
     python3 -m repro.gpu_check --dry-run                       # CPU: every part that needs no CUDA, tiny
 
 Parts, each recorded even when another fails (commands run as subprocesses, logs in OUT/logs/):
-  environment  driver, CUDA, GPU, torch/torchvision/numpy, which optional packages import
+  environment  driver, CUDA, GPU, torch/torchvision/numpy, which optional packages import, whether
+               a C compiler and Python.h (torch.compile) are present
   cuda_tests   `python -m pytest tests/test_cuda.py -m cuda` (bf16, channels-last, cudnn.benchmark,
                FFCV with augmentation on the GPU, NCCL)
-  bench_eager / bench_compile   `python -m benchmarks.bench_step` without / with --compile
+  bench_eager / bench_compile   `python -m benchmarks.bench_step` without / with --compile (on
+               random images in CIFAR's files when no data is given)
   train        a short FroSSL CIFAR-10 run through `python -m repro.train`: s/epoch, images/s,
                peak GPU memory, online top-1 (FFCV loader when ffcv imports, else torchvision)
-  estimate     every target's wall time on this machine from the measured epoch time
-               (repro/gpu_check/estimate.py)
-Writes OUT/gpu_check.json and OUT/gpu_check.md (default OUT: runs/gpu-check); exit 0 when no part
-failed, 1 when one did, 2 on bad input. --data takes the CIFAR-10 JPEG archive (train/<class>/,
-test/<class>/ inside, as ../shared/data/cifar10-jpeg.tar.gz), its unpacked folder, or a folder
-holding torchvision's cifar-10-batches-py.
+  estimate     every target's wall time on this machine from the measured epoch time, beside the
+               FLOP-based and anchor-based estimates (repro/gpu_check/estimate.py)
+Writes OUT/gpu_check.json and OUT/gpu_check.md (default OUT: runs/gpu-check), rewritten after every
+part, so a run cut off keeps every finished part; exit 0 when no part failed, 1 when one did, 2 on
+bad input. --data (or $CIFAR10) takes the CIFAR-10 JPEG archive (train/<class>/, test/<class>/
+inside), its unpacked folder, or a folder holding torchvision's cifar-10-batches-py.
 """
 from __future__ import annotations
 
@@ -34,13 +37,14 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from repro.atomic import atomic_write_text, write_json
 from repro.cli import UserError
-from repro.gpu_check.data import prepare_data
+from repro.gpu_check.data import prepare_data, synthetic_data
 from repro.gpu_check.env import environment, nvidia_smi, preflight
 from repro.gpu_check.report import parse_bench, parse_train, render_markdown
 
 ROOT = Path(__file__).resolve().parents[2]   # the repository (this file: repro/gpu_check/)
-SHARED_CIFAR = ROOT.parent / "shared" / "data" / "cifar10-jpeg.tar.gz"
+DEFAULT_BUDGET_MIN = 9.0
 PARTS = ("environment", "cuda_tests", "bench_eager", "bench_compile", "train", "estimate")
 # the project's own commands (module arguments after `python`); tests replace them to inject failures
 TRAINER = ["-m", "repro.train"]
@@ -51,13 +55,15 @@ TRAIN_CONFIG = "repro/configs/cifar10/frossl.yaml"
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes of each part. Full: one GPU, within the 12-minute budget (never yet run on a GPU); dry: CPU, tiny."""
+    """Sizes of each part. Full: one GPU, within the default 9-minute budget (never yet run on a GPU);
+    dry: CPU, tiny."""
     dry: bool
     epochs: int
     batch: int
     width: int
     proj_dim: int
     per_class: dict            # images per class unpacked from the archive (0: all)
+    synthetic: dict            # images per split of the synthetic batches (no data given)
     bench_args: list
     workers: int
     log_every: int
@@ -68,11 +74,14 @@ class Settings:
     def make(cls, dry: bool, epochs: int | None, deadline: float = math.inf) -> "Settings":
         if dry:
             # 40 training images: 2 steps of 16 per epoch
-            return cls(True, epochs or 2, 16, 8, 32, {"train": 4, "test": 2},
+            return cls(True, epochs or 2, 16, 8, 32, {"train": 4, "test": 2}, {"train": 80, "test": 20},
                        ["--batch", "16", "--width", "8", "--steps", "1", "--warmup", "1", "--workers", "0",
                         "--device", "cpu"], 0, 1, {"cuda_tests": 60, "bench": 300, "train": 300}, deadline)
-        return cls(False, epochs or 3, 256, 64, 0, {"train": 0, "test": 0}, ["--steps", "20", "--warmup", "5"],
-                   -1, 20, {"cuda_tests": 240, "bench": 240, "train": 480}, deadline)
+        # 9 minutes: 120 + 2 x 100 + 200 s of commands, the rest for data and start-up; the synthetic
+        # set holds the bench's 25 batches of 256 without an epoch boundary
+        return cls(False, epochs or 3, 256, 64, 0, {"train": 0, "test": 0}, {"train": 10240, "test": 1000},
+                   ["--steps", "20", "--warmup", "5"], -1, 20, {"cuda_tests": 120, "bench": 100, "train": 200},
+                   deadline)
 
     def remaining(self) -> float:
         return self.deadline - time.perf_counter()
@@ -155,7 +164,7 @@ def bench(part: Part, logs: Path, settings: Settings, data, loader: str, compile
         args.append("--compile")
     if run_command(part, args, logs, settings.limit("bench")) == 0:
         try:
-            part.details = parse_bench(json.loads(out.read_text()))
+            part.details = {**parse_bench(json.loads(out.read_text())), "data": data.kind}
             part.status = "passed"
         except (OSError, ValueError, KeyError) as err:
             part.status, part.reason = "failed", f"bench ran but its JSON {out} is unreadable: {err}"
@@ -195,21 +204,27 @@ def train(part: Part, logs: Path, settings: Settings, data, loader: str, work: P
 
 
 def estimate(part: Part, parts: dict[str, Part], dry: bool) -> None:
-    from repro.gpu_check.estimate import CIFAR10_EPOCH_IMAGES, estimate_targets
+    from repro.gpu_check.estimate import (CIFAR10_EPOCH_IMAGES, anchor_rate, estimate_targets, reference_rate,
+                                          targets_at)
 
+    # the range every target's estimate has before a measurement; beside the measured one after
+    part.details = {"flop_based": targets_at(reference_rate()), "anchor_based": targets_at(anchor_rate())}
     # the trainer's own rate when it ran; else the eager bench's project step
     sources = [("train", parts["train"].details.get("images_per_s")),
                ("bench_eager", parts["bench_eager"].details.get("project_images_per_s"))]
     source, rate = next(((s, r) for s, r in sources if r), (None, None))
     if not rate:
-        part.status, part.reason = "skipped", "no measured rate (the train and bench parts gave none)"
+        part.status, part.reason = "skipped", ("no measured rate (the train and bench parts gave none): the "
+                                               "FLOP-based and anchor-based range only")
         return
     epoch_s = CIFAR10_EPOCH_IMAGES / rate
-    part.details = {"rate_source": source, "images_per_s": rate, "cifar10_epoch_s": epoch_s,
-                    "targets": estimate_targets(epoch_s)}
+    part.details.update({"rate_source": source, "images_per_s": rate, "cifar10_epoch_s": epoch_s,
+                         "targets": estimate_targets(epoch_s)})
     part.status = "passed"
     if dry:
         part.reason = "dry mode: a tiny model on the CPU; the arithmetic runs, the numbers say nothing about a GPU"
+    elif source == "bench_eager" and parts["bench_eager"].details.get("data") == "synthetic":
+        part.reason = "from the step benchmark on synthetic batches (no --data): loader costs of real images not in it"
 
 
 def resolve_loader(requested: str, optional: dict) -> tuple[str, str]:
@@ -230,16 +245,17 @@ def resolve_loader(requested: str, optional: dict) -> tuple[str, str]:
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m repro.gpu_check", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=None,
+    parser.add_argument("--data", type=Path, default=os.environ.get("CIFAR10") or None,
                         help="CIFAR-10 JPEG archive (.tar.gz), its unpacked folder, or a folder holding "
-                             f"cifar-10-batches-py (default: {SHARED_CIFAR} when present)")
+                             "cifar-10-batches-py (default: $CIFAR10; none: the parts that need data are skipped)")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "gpu-check", help="where the summary goes")
     parser.add_argument("--dry-run", action="store_true", help="CPU, tiny sizes; the CUDA parts are skipped")
     parser.add_argument("--loader", choices=("auto", "ffcv", "torchvision"), default="auto")
     parser.add_argument("--epochs", type=int, default=None, help="epochs of the train part (default 3; dry 2)")
     parser.add_argument("--budget", type=float, default=None,
-                        help="minutes for the whole check (default 12; none in dry mode; 0: no limit); a command "
-                             "still running then is stopped and its part fails")
+                        help=f"minutes for the whole check (default {DEFAULT_BUDGET_MIN:g}; none in dry mode; 0: no "
+                             "limit); every command gets at most what is left, one still running then is stopped "
+                             "and its part fails, a part with too little left is not started")
     parser.add_argument("--only", default="", help=f"comma-separated parts to run ({', '.join(PARTS)}); "
                         "the environment part always runs")
     args = parser.parse_args(argv)
@@ -249,14 +265,12 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--only {','.join(unknown)}: unknown part; choose from {', '.join(PARTS)}")
     if args.epochs is not None and args.epochs < 1:
         raise UserError(f"--epochs {args.epochs}: must be >= 1")
-    data_path = args.data or (SHARED_CIFAR if SHARED_CIFAR.exists() else None)
-    if data_path is None:
-        raise UserError("no --data given: pass --data cifar10-jpeg.tar.gz (the CIFAR-10 JPEG archive), its "
-                        "unpacked folder, or a folder holding cifar-10-batches-py")
-    if not data_path.exists():
-        raise UserError(f"--data '{data_path}' does not exist: pass the CIFAR-10 archive or a folder holding it")
+    data_path = args.data
+    if data_path is not None and not data_path.exists():
+        raise UserError(f"--data '{data_path}' does not exist: pass the CIFAR-10 archive or a folder holding it "
+                        f"(or no --data: the parts that need none still run)")
     if args.budget is None:
-        args.budget = 0.0 if args.dry_run else 12.0
+        args.budget = 0.0 if args.dry_run else DEFAULT_BUDGET_MIN
     if args.budget < 0:
         raise UserError(f"--budget {args.budget}: minutes, >= 0 (0: no limit)")
     started = time.perf_counter()
@@ -267,24 +281,57 @@ def main(argv: list[str]) -> int:
     out = args.out.resolve()
     work, logs = out / "work", out / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    parts = {name: Part(name) for name in PARTS}
+    parts = {name: Part(name, status="pending", reason="not reached: the run ended before this part")
+             for name in PARTS}
+    data, data_error = None, None
+    if data_path:   # before any part: data that is not CIFAR-10 is bad input (one line, nothing written)
+        try:
+            data = prepare_data(data_path, work / "data", settings.per_class)
+        except UserError:
+            raise
+        except Exception as err:
+            data_error = f"data preparation failed: {err}"
 
-    def guarded(name: str, fn, *fn_args) -> None:
+    def write_summary(finished: bool = False) -> list[str]:
+        """gpu_check.json and gpu_check.md as they stand (atomically: a kill leaves the last whole pair)."""
+        failed = [p.name for p in parts.values() if p.status == "failed"]
+        summary = {
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "command": " ".join([Path(sys.executable).name, "-m", "repro.gpu_check", *argv]),
+            "mode": "dry (CPU, tiny)" if args.dry_run else "full", "finished": finished,
+            "data": {"given": str(data_path) if data_path else None, **(data.describe() if data else {})},
+            "loader": loader, "loader_note": loader_note, "logs": str(logs),
+            "wall_s": round(time.perf_counter() - started, 1),
+            "failed": failed, "parts": {name: asdict(p) for name, p in parts.items()},
+        }
+        write_json(out / "gpu_check.json", summary)
+        atomic_write_text(out / "gpu_check.md", render_markdown(summary))
+        return failed
+
+    def skip(name: str, reason: str) -> None:
+        parts[name].status, parts[name].reason = "skipped", reason
+        write_summary()
+
+    def guarded(name: str, fn) -> None:
         if only and name not in only and name != "environment":   # the others depend on what it finds
-            parts[name].reason = "not selected (--only)"
-            return
+            return skip(name, "not selected (--only)")
+        part = parts[name]
         if name not in ("environment", "estimate") and settings.remaining() < 20:
-            parts[name].status = "failed"
-            parts[name].reason = f"not started: the {args.budget:g}-minute budget (--budget) is spent"
+            part.status, part.reason = "failed", f"not started: the {args.budget:g}-minute budget (--budget) is spent"
+            write_summary()
             return
         print(f"gpu-check: {name} ...", file=sys.stderr, flush=True)
+        part.status, part.reason = "running", "started, not finished: the run was cut off during this part"
+        write_summary()
         try:
-            fn(parts[name], *fn_args)
+            part.status, part.reason = "skipped", ""
+            fn(part)
         except Exception as err:   # one part's crash is recorded; the others still run
-            parts[name].status = "failed"
-            parts[name].reason = f"{type(err).__name__}: {err}"
-            parts[name].details["traceback"] = traceback.format_exc()
-        print(f"gpu-check: {name} {parts[name].status} {parts[name].reason}", file=sys.stderr, flush=True)
+            part.status = "failed"
+            part.reason = f"{type(err).__name__}: {err}"
+            part.details["traceback"] = traceback.format_exc()
+        print(f"gpu-check: {name} {part.status} {part.reason}", file=sys.stderr, flush=True)
+        write_summary()
 
     cuda = False
 
@@ -294,49 +341,36 @@ def main(argv: list[str]) -> int:
 
     guarded("environment", env_part)
     usable = cuda and not args.dry_run
-    no_cuda_reason = "dry mode runs on the CPU" if args.dry_run else "no usable CUDA device (see environment)"
-    data = None
-    if args.dry_run or usable:
-        try:
-            data = prepare_data(data_path, work / "data", settings.per_class)
-        except UserError:
-            raise
-        except Exception as err:
-            for name in ("bench_eager", "bench_compile", "train"):
-                parts[name].status, parts[name].reason = "failed", f"data preparation failed: {err}"
+    no_cuda = f"needs CUDA: {'dry mode runs on the CPU' if args.dry_run else 'no usable CUDA device (see environment)'}"
+    no_data = "needs CIFAR-10: no --data or CIFAR10= given"
     if usable:
-        guarded("cuda_tests", cuda_tests, logs, settings, optional)
+        guarded("cuda_tests", lambda p: cuda_tests(p, logs, settings, optional))
     else:
-        parts["cuda_tests"].reason = f"needs CUDA: {no_cuda_reason}"
-    if data is not None:
-        guarded("bench_eager", lambda p: bench(p, logs, settings, data, loader, False))
-        if usable:
-            guarded("bench_compile", lambda p: bench(p, logs, settings, data, loader, True))
-        else:
-            parts["bench_compile"].reason = ("dry mode: torch.compile on the CPU builds C++ kernels for minutes "
-                                             "and measures nothing about a GPU" if args.dry_run
-                                             else f"needs CUDA: {no_cuda_reason}")
-        guarded("train", lambda p: train(p, logs, settings, data, loader, work, usable))
-    elif not usable and not args.dry_run:
+        skip("cuda_tests", no_cuda)
+    if data_error:
         for name in ("bench_eager", "bench_compile", "train"):
-            parts[name].reason = f"needs CUDA: {no_cuda_reason}"
+            parts[name].status, parts[name].reason = "failed", data_error
+    elif data is None and (args.dry_run or usable):
+        data = synthetic_data(work / "data", settings.synthetic)
+    if data is not None and (args.dry_run or usable):
+        guarded("bench_eager", lambda p: bench(p, logs, settings, data, loader, False))
+        if not usable:
+            skip("bench_compile", "dry mode: torch.compile on the CPU builds C++ kernels for minutes and measures "
+                                  "nothing about a GPU" if args.dry_run else no_cuda)
+        elif parts["environment"].details.get("compiler_problem"):
+            skip("bench_compile", parts["environment"].details["compiler_problem"])
+        else:
+            guarded("bench_compile", lambda p: bench(p, logs, settings, data, loader, True))
+        if data.kind == "synthetic":
+            skip("train", no_data)
+        else:
+            guarded("train", lambda p: train(p, logs, settings, data, loader, work, usable))
+    elif parts["bench_eager"].status == "pending":
+        for name in ("bench_eager", "bench_compile", "train"):
+            skip(name, no_cuda)
     guarded("estimate", lambda p: estimate(p, parts, args.dry_run))
 
-    failed = [p.name for p in parts.values() if p.status == "failed"]
-    summary = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join([Path(sys.executable).name, "-m", "repro.gpu_check", *argv]),
-        "mode": "dry (CPU, tiny)" if args.dry_run else "full",
-        "data": {"given": str(data_path), **(data.describe() if data else {})},
-        "loader": loader, "loader_note": loader_note, "logs": str(logs),
-        "wall_s": round(time.perf_counter() - started, 1),
-        "failed": failed, "parts": {name: asdict(p) for name, p in parts.items()},
-    }
-    from repro.atomic import atomic_write_text, write_json
-
-    write_json(out / "gpu_check.json", summary)
-    atomic_write_text(out / "gpu_check.md", render_markdown(summary))
+    failed = write_summary(finished=True)
     print(f"gpu-check: {'FAILED: ' + ', '.join(failed) if failed else 'all parts passed or skipped'}; "
           f"summary in {out / 'gpu_check.md'} and {out / 'gpu_check.json'}")
     return 1 if failed else 0
-

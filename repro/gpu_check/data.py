@@ -6,7 +6,8 @@
   unpacked as an image folder: torchvision's CIFAR10 class insists on the original files' md5
   sums, which pixels decoded from JPEG cannot match, whereas the image-folder path runs unmodified.
 - The step benchmark (`python -m benchmarks.bench_step --root`) reads cifar-10-batches-py; it is
-  written from the image folder (the benchmark accepts such rebuilt files).
+  written from the image folder (the benchmark accepts such rebuilt files), or, without any data,
+  filled with random pixels (synthetic_data: a step costs the same whatever the pixels).
 Everything goes under `dest` and is reused on the next run (a `.complete` marker per folder).
 """
 from __future__ import annotations
@@ -28,7 +29,7 @@ MEMBER = re.compile(r"(?:^|/)(train|test)/([^/]+)/([^/]+\.(?:png|jpe?g))$", re.I
 
 @dataclass(frozen=True)
 class DataSource:
-    kind: str                  # "archive", "imagefolder" or "cifar10"
+    kind: str                  # "archive", "imagefolder", "cifar10" or "synthetic"
     train_overrides: tuple     # trainer key=value pairs that point it at the data
     convert_args: tuple        # `python ARGS` that writes the FFCV training file
     cifar_pickles: Path        # folder holding cifar-10-batches-py (the benchmark's --root)
@@ -108,16 +109,42 @@ def write_pickles(image_folder: Path, root: Path) -> Path:
                 labels.append(label)
         order = np.random.default_rng(0).permutation(len(labels))
         data = np.stack(images)[order].transpose(0, 3, 1, 2).reshape(len(order), -1)  # CHW rows, uint8
-        labels = [labels[i] for i in order]
-        chunks = np.array_split(np.arange(len(labels)), 5) if split == "train" else [np.arange(len(labels))]
-        for k, chunk in enumerate(chunks):
-            name = f"data_batch_{k + 1}" if split == "train" else "test_batch"
-            with open(folder / name, "wb") as f:
-                pickle.dump({"data": data[chunk], "labels": [labels[i] for i in chunk]}, f)
+        write_batches(folder, split, data, [labels[i] for i in order])
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": classes}, f)
     (root / ".complete").write_text("")
     return root
+
+
+def write_batches(folder: Path, split: str, data, labels: list) -> None:
+    """One split's rows (N x 3072 uint8, CHW) as CIFAR's pickles: 5 train batches or test_batch."""
+    import numpy as np
+
+    chunks = np.array_split(np.arange(len(labels)), 5) if split == "train" else [np.arange(len(labels))]
+    for k, chunk in enumerate(chunks):
+        name = f"data_batch_{k + 1}" if split == "train" else "test_batch"
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data[chunk], "labels": [labels[i] for i in chunk]}, f)
+
+
+def synthetic_data(dest: Path, images: dict) -> DataSource:
+    """Random 32 px images with random labels as cifar-10-batches-py under dest: what the step
+    benchmark reads when no data is given. The trainer is not pointed at them (no overrides)."""
+    import numpy as np
+
+    root = dest / f"synthetic-{images['train']}x{images['test']}"
+    if not (root / ".complete").is_file():
+        folder = root / "cifar-10-batches-py"
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True)
+        rng = np.random.default_rng(0)
+        for split, count in images.items():
+            data = rng.integers(0, 256, (count, 3 * 32 * 32), dtype=np.uint8)
+            write_batches(folder, split, data, rng.integers(0, len(CLASSES), count).tolist())
+        with open(folder / "batches.meta", "wb") as f:
+            pickle.dump({"label_names": CLASSES}, f)
+        (root / ".complete").write_text("")
+    return DataSource("synthetic", (), (), root, dict(images))
 
 
 def count_images(folder: Path) -> dict:

@@ -10,6 +10,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 from repro.cli import UserError
@@ -91,6 +92,7 @@ def environment(part, optional: dict, dry: bool) -> bool:
         "nccl": nccl_version() if cuda else None,
         "gpus": gpus, "driver": smi[0].split(",")[0].strip() if smi else None,
         "nvidia_smi": smi, "optional_packages": optional, "git_commit": git_commit(),
+        "compiler_problem": compiler_problem(),
     }
     if cuda or dry:
         part.status = "passed"
@@ -102,6 +104,22 @@ def environment(part, optional: dict, dry: bool) -> bool:
                    f"{torch.version.cuda or 'none: a CPU-only build'}; nvidia-smi: "
                    f"{'; '.join(smi) if smi else 'absent or failing'}); on a machine without a GPU use --dry-run")
     return False
+
+
+def compiler_problem() -> str | None:
+    """What torch.compile's Triton backend lacks here (it builds a launcher at run time with a C
+    compiler, $CC or cc/gcc/clang, against Python.h), with the fix; None when both are present."""
+    cc = os.environ.get("CC")
+    compiler = shutil.which(cc) if cc else next((c for c in ("cc", "gcc", "clang") if shutil.which(c)), None)
+    header = os.path.join(sysconfig.get_paths()["include"], "Python.h")
+    missing = ([] if compiler else [f"no C compiler ({'CC=' + cc + ' not found' if cc else 'cc, gcc, clang'})"]) + \
+        ([] if os.path.exists(header) else [f"no Python.h ({header})"])
+    if not missing:
+        return None
+    version = "%d.%d" % sys.version_info[:2]
+    return (f"{' and '.join(missing)}: torch.compile's Triton backend compiles a launcher at run time with both; "
+            f"install them (`apt-get install gcc python{version}-dev`, or `module load gcc` and a Python module "
+            f"with headers on a cluster, or set CC=/path/to/gcc), then rerun with --only bench_compile")
 
 
 def nccl_version() -> str | None:

@@ -2,8 +2,10 @@
 
 * `make gpu-check` calibrates the rate by one measured epoch on this machine (estimate_targets);
 * the experiment targets' plan summary (`make -n TARGET`, repro/experiments/summary.py) and `make
-  help` use the reference rate below, a named GPU at an assumed utilisation (reference_rate):
-  estimated GPU-hours, not measurements.
+  help` show, until gpu-check has measured a rate, a range of two estimates (estimate_range): the
+  FLOP-based one at the reference rate below (a named GPU at an assumed utilisation, reference_rate)
+  and the anchor-based one at the rate a published epoch time implies (anchor_rate). Neither is a
+  measurement; the anchor is a slower, fp32 setup and usually gives the higher figure.
 
 The measured quantity is the seconds per CIFAR-10 FroSSL pretraining epoch (50,000 images, two
 32 px views, ResNet18 with the CIFAR stem) on this machine. It gives an effective rate in FLOP/s,
@@ -26,7 +28,9 @@ real time is longer. Figure 2 runs on the CPU (about 40 s, docs/experiments.md) 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 PFLOP = 1e15
 # training FLOPs of one pretraining epoch (docs/experiments.md, "Estimated GPU-hours")
@@ -47,6 +51,10 @@ CIFAR10_EPOCH_IMAGES = PRETRAIN_IMAGES["cifar10"]
 REFERENCE_GPU = "H100 SXM"
 REFERENCE_PEAK_FLOPS = 989e12      # FLOP/s
 REFERENCE_UTILISATION = 0.35       # assumed model-FLOP utilisation, not measured here
+# The published anchor for the same network (docs/sources.md section 6): a SimCLR ResNet18 CIFAR-10
+# epoch, batch 512, fp32, CPU augmentation, on one A100 (dkobak/simclr-cifar10's README)
+ANCHOR_EPOCH_S = 11.9
+ANCHOR_GPU = "A100"
 
 
 @dataclass(frozen=True)
@@ -85,11 +93,32 @@ def reference_rate() -> float:
     return REFERENCE_PEAK_FLOPS * REFERENCE_UTILISATION
 
 
+def anchor_rate() -> float:
+    """FLOP/s that the published anchor's CIFAR-10 epoch time implies (≈ 36 TFLOP/s)."""
+    return flops_per_second(ANCHOR_EPOCH_S)
+
+
 def reference_note() -> str:
-    """How the plan's GPU-hours are made, in one line."""
-    return (f"estimated on one {REFERENCE_GPU} at {REFERENCE_UTILISATION:.0%} of its "
-            f"{REFERENCE_PEAK_FLOPS / 1e12:.0f} TFLOP/s dense bf16 peak from FLOP counts (an estimate, not a "
-            f"measurement; repro/gpu_check/estimate.py)")
+    """How the plan's range of GPU-hours is made, in one line."""
+    return (f"a range of two estimates, not a measurement: FLOP counts at {REFERENCE_UTILISATION:.0%} of one "
+            f"{REFERENCE_GPU}'s {REFERENCE_PEAK_FLOPS / 1e12:.0f} TFLOP/s dense bf16 peak - the rate of a "
+            f"published SimCLR ResNet18 CIFAR-10 epoch of {ANCHOR_EPOCH_S} s on one {ANCHOR_GPU} (fp32); "
+            f"`make gpu-check` measures yours (repro/gpu_check/estimate.py)")
+
+
+def estimate_range(runs: list[Run]) -> tuple[float, float]:
+    """(FLOP-based, anchor-based) hours of `runs`: the range shown until a rate is measured."""
+    return runs_seconds(runs, reference_rate())["hours"], runs_seconds(runs, anchor_rate())["hours"]
+
+
+def hours_text(hours: float) -> str:
+    """Hours to the precision an estimate has: 10.5, 0.86, 0.01 (two significant digits below 1)."""
+    return f"{hours:.1f}" if hours >= 1 else f"{hours:.2g}"
+
+
+def range_text(low: float, high: float) -> str:
+    """'10.5-114' (GPU-hours, each to its own precision)."""
+    return f"{hours_text(low)}-{hours_text(high)}"
 
 
 def run_seconds(run: Run, rate: float) -> dict:
@@ -113,11 +142,30 @@ def runs_seconds(runs: list[Run], rate: float) -> dict:
 
 def estimate_targets(seconds_per_cifar10_epoch: float) -> dict[str, dict]:
     """{target: {"seconds", "hours", "pretrain_s", "probe_s", "runs"}} on one GPU of this machine."""
-    rate = flops_per_second(seconds_per_cifar10_epoch)
+    return targets_at(flops_per_second(seconds_per_cifar10_epoch))
+
+
+def targets_at(rate: float) -> dict[str, dict]:
+    """estimate_targets at `rate` FLOP/s (reference_rate() and anchor_rate() give the range)."""
     out = {target: runs_seconds(runs, rate) for target, runs in TARGET_RUNS.items()}
     total = {k: sum(out[t][k] for t in ALL_PARTS) for k in ("pretrain_s", "probe_s", "seconds")}
     out["all"] = {**total, "hours": total["seconds"] / 3600, "runs": [f"{t}" for t in ALL_PARTS]}
     return out
+
+
+def measured_epoch(summary: Path) -> dict | None:
+    """The CIFAR-10 epoch time a full (not dry) gpu-check run measured, from its gpu_check.json:
+    {"cifar10_epoch_s", "gpu", "date", "path"}; None when there is none (or it is unreadable)."""
+    try:
+        data = json.loads(Path(summary).read_text())
+        estimate = data["parts"]["estimate"]
+        gpus = data["parts"]["environment"]["details"].get("gpus") or [{"name": "GPU"}]
+        if data.get("mode") != "full" or estimate["status"] != "passed":
+            return None
+        return {"cifar10_epoch_s": float(estimate["details"]["cifar10_epoch_s"]), "gpu": gpus[0]["name"],
+                "date": data.get("date", "?"), "path": str(summary)}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def format_duration(seconds: float) -> str:

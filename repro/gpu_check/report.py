@@ -6,7 +6,7 @@ import json
 import math
 from pathlib import Path
 
-from repro.gpu_check.estimate import format_duration
+from repro.gpu_check.estimate import ANCHOR_EPOCH_S, ANCHOR_GPU, REFERENCE_GPU, REFERENCE_UTILISATION, format_duration
 
 
 def parse_bench(report: dict) -> dict:
@@ -69,15 +69,20 @@ def render_markdown(summary: dict) -> str:
     env = parts["environment"]["details"]
     gpus = ", ".join(f"{g['name']} ({g['memory_gib']} GiB, sm {g['capability']})" for g in env.get("gpus", [])) \
         or "none"
+    given = summary["data"].get("given")
+    data = f"{given} ({summary['data'].get('kind', '-')})" if given else \
+        "none given (the bench reads synthetic batches)"
     lines = [
         "# gpu-check summary", "",
+        *([] if summary.get("finished") else ["**Unfinished**: the run was cut off or is still running; the parts "
+                                              "below are as far as it got.", ""]),
         f"- date: {summary['date']}; mode: {summary['mode']}; wall time {format_duration(summary['wall_s'])}",
         f"- command: `{summary['command']}`",
         f"- GPUs: {gpus}; driver {env.get('driver') or '-'}; torch {env.get('torch', '-')} "
         f"(CUDA {env.get('torch_cuda_build') or '-'}, cuDNN {env.get('cudnn') or '-'}); "
         f"torchvision {env.get('torchvision', '-')}; numpy {env.get('numpy', '-')}; "
         f"Python {env.get('python', '-')} ({'virtualenv' if env.get('virtualenv') else 'system/site Python'})",
-        f"- data: {summary['data'].get('given')} ({summary['data'].get('kind', '-')}); "
+        f"- data: {data}; "
         f"loader: **{summary['loader']}** ({summary['loader_note']})",
         f"- result: **{'FAILED: ' + ', '.join(summary['failed']) if summary['failed'] else 'no part failed'}**",
         "", "| part | status | time | note |", "|---|---|---|---|",
@@ -113,16 +118,29 @@ def render_markdown(summary: dict) -> str:
                   f"{' (nvidia-smi, whole device)' if peak and not t.get('peak_memory_gib_trainer') else ''}",
                   f"- online top-1: {top1 or '-'}"]
     e = parts["estimate"]
-    if e["status"] == "passed":
-        d = e["details"]
-        lines += ["", "## Estimated wall time of each target on one of these GPUs", "",
-                  f"From {d['images_per_s']:.0f} images/s ({d['rate_source']}): a CIFAR-10 epoch takes "
-                  f"{d['cifar10_epoch_s']:.1f} s; other runs are scaled by their FLOPs (repro/gpu_check/estimate.py). "
-                  + (e["reason"] or "Compute-scaled: runs bound by JPEG decoding (ImageNet) take longer."), "",
-                  "| target | runs | pretraining | linear probes | total |", "|---|---|---|---|---|"]
-        for target, v in d["targets"].items():
-            lines.append(f"| {target} | {'; '.join(v['runs']) or 'CPU only'} | {format_duration(v['pretrain_s'])} | "
-                         f"{format_duration(v['probe_s'])} | **{format_duration(v['seconds'])}** |")
+    d = e["details"]
+    if "flop_based" in d:
+        measured = d.get("targets")
+        head = ["", "## Estimated wall time of each target on one GPU", ""]
+        if measured:
+            head.append(f"Measured here: {d['images_per_s']:.0f} images/s ({d['rate_source']}), a CIFAR-10 epoch in "
+                        f"{d['cifar10_epoch_s']:.1f} s; other runs are scaled by their FLOPs "
+                        f"(repro/gpu_check/estimate.py). " + (e["reason"] or "Compute-scaled: runs bound by JPEG "
+                                                              "decoding (ImageNet) take longer."))
+        else:
+            head.append(f"No rate measured here ({e['reason']}).")
+        head += ["", f"Beside it, the two estimates made before any measurement: FLOP-based (one {REFERENCE_GPU} at "
+                 f"{REFERENCE_UTILISATION:.0%} of its dense bf16 peak) and anchor-based (the published "
+                 f"{ANCHOR_EPOCH_S} s SimCLR ResNet18 CIFAR-10 epoch on one {ANCHOR_GPU}, fp32).", "",
+                 "| target | runs | pretraining | linear probes | total, measured here | FLOP-based | anchor-based |",
+                 "|---|---|---|---|---|---|---|"]
+        lines += head
+        for target, flop in d["flop_based"].items():
+            m = (measured or {}).get(target)
+            here = [format_duration(m["pretrain_s"]), format_duration(m["probe_s"]),
+                    f"**{format_duration(m['seconds'])}**"] if m else ["-", "-", "-"]
+            lines.append(f"| {target} | {'; '.join(flop['runs']) or 'CPU only'} | {' | '.join(here)} | "
+                         f"{format_duration(flop['seconds'])} | {format_duration(d['anchor_based'][target]['seconds'])} |")
     lines += ["", f"Logs of every command: {summary.get('logs', 'logs/')}. Send this file and gpu_check.json "
               f"(same folder) as the README's \"First hour on a GPU\" says.", ""]
     return "\n".join(lines)

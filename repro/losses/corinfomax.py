@@ -1,27 +1,16 @@
 """CorInfoMax: log-determinant of running covariance estimates plus a weighted MSE.
 
-"Self-Supervised Learning with an Information Maximization Criterion", S. Ozsoy, S. Hamdan,
-S. O. Arik, D. Yuret, A. T. Erdogan, NeurIPS 2022, arXiv:2209.07999 (FroSSL paper eq. 7):
+Ozsoy, Hamdan, Arik, Yuret, Erdogan, NeurIPS 2022, arXiv:2209.07999 (FroSSL paper eq. 7), exactly
+as the authors' code and the FroSSL fork compute it, with z_v = z_v / ||z_v|| per row:
 
-    max  log det(R_1 + eps I) + log det(R_2 + eps I) - alpha * MSE(z1, z2)
+    mu_v = m_mu mu_v_prev + (1 - m_mu) mean_batch(z_v)
+    R_v  = m_R R_v_prev + (1 - m_R) (z_v - mu_v)^T (z_v - mu_v) / N
+    loss = -(logdet(R_1 + eps I) + logdet(R_2 + eps I)) / D + alpha * mean((z1 - z2)^2)
 
-As coded by the authors (serdarozsoy/corinfomax-ssl @c0b917e, cifars-tiny/loss.py) and in the
-FroSSL authors' fork (OFSkean/FroSSL @e841c57, solo/losses/corinfomax.py, solo/methods/corinfomax.py),
-which this follows exactly; the loss minimised is
-
-    z_v     <- z_v / ||z_v||                                   (per row; the configs' normalize_on)
-    mu_v    =  m_mu * mu_v_prev + (1 - m_mu) * mean_batch(z_v)              (gradient flows)
-    R_v     =  m_R * R_v_prev + (1 - m_R) * (z_v - mu_v)^T (z_v - mu_v) / N  (gradient flows)
-    loss    =  -(logdet(R_1 + eps I) + logdet(R_2 + eps I)) / D + alpha * mean((z1 - z2)^2)
-
-and the new (mu_v, R_v), detached, are the state for the next step. The covariance side runs in
-float64, as in both codes. The state starts at mu = 0, R = R_ini * I (`init_corinfomax_state`).
-
-Names here -> the codes' names: covariance_momentum = la_R, mean_momentum = la_mu (weights of the OLD
-estimate), eps = R_eps_weight, alpha = alpha_tradeoff / sim_loss_weight. Defaults: the fork's CIFAR-10
-config (scripts/pretrain/cifar/corinfomax_cifar10.yaml, 2048-2048-64 projector): alpha 250,
-la_R = la_mu = 0.01, eps 1e-6, R_ini 1. The fork uses alpha 1000 for CIFAR-100 (4096-4096-128)
-and 500 for STL-10; the original README's CIFAR commands use eps 1e-8.
+Gradients flow through mu_v and R_v; their detached values are the next step's state, which starts
+at mu = 0, R = R_ini I (`init_corinfomax_state`). The covariance side runs in float64, as both codes.
+Defaults: the fork's CIFAR-10 config (alpha 250, momenta 0.01, eps 1e-6, R_ini 1). The codes'
+names for these and the other datasets' values: docs/sources.md section 3.
 """
 from __future__ import annotations
 
@@ -30,6 +19,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from repro.losses.shared import check_shapes, full_precision
 
 
 class CorInfoMaxState(NamedTuple):
@@ -58,6 +49,7 @@ def _running_covariance(z: Tensor, mean_prev: Tensor, covariance_prev: Tensor, m
     return mean, covariance
 
 
+@full_precision
 def corinfomax_loss(z1: Tensor, z2: Tensor, state: CorInfoMaxState, *, alpha: float = 250.0,
                     eps: float = 1e-6, mean_momentum: float = 0.01, covariance_momentum: float = 0.01,
                     normalize: bool = True) -> tuple[Tensor, dict[str, Tensor], CorInfoMaxState]:
@@ -67,26 +59,23 @@ def corinfomax_loss(z1: Tensor, z2: Tensor, state: CorInfoMaxState, *, alpha: fl
     "invariance" (the unweighted MSE); new_state is detached, to pass to the next call.
     normalize=True L2-normalises the rows first, as every CorInfoMax config does.
     """
-    if z1.dim() != 2 or z1.shape != z2.shape:
-        raise ValueError(f"z1, z2 must both be (batch, dim) with equal shapes, got "
-                         f"{tuple(z1.shape)} and {tuple(z2.shape)}")
+    check_shapes((z1, z2), ("z1", "z2"))
     d = z1.shape[1]
     if any(m.shape != (d,) for m in (state.mean1, state.mean2)) or any(
             r.shape != (d, d) for r in (state.covariance1, state.covariance2)):
         raise ValueError(f"state must hold ({d},) means and ({d}, {d}) covariances for z {tuple(z1.shape)}, "
                          f"got {[tuple(t.shape) for t in state]}")
-    with torch.autocast(device_type=z1.device.type, enabled=False):
-        z1, z2 = z1.float(), z2.float()
-        if normalize:
-            z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
-        mean1, covariance1 = _running_covariance(z1, state.mean1, state.covariance1, mean_momentum,
-                                                 covariance_momentum)
-        mean2, covariance2 = _running_covariance(z2, state.mean2, state.covariance2, mean_momentum,
-                                                 covariance_momentum)
-        ridge = eps * torch.eye(d, dtype=torch.float64, device=z1.device)
-        covariance_term = -(torch.logdet(covariance1 + ridge) + torch.logdet(covariance2 + ridge)) / d
-        invariance = F.mse_loss(z1, z2)
-        loss = covariance_term.float() + alpha * invariance
+    z1, z2 = z1.float(), z2.float()
+    if normalize:
+        z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
+    mean1, covariance1 = _running_covariance(z1, state.mean1, state.covariance1, mean_momentum,
+                                             covariance_momentum)
+    mean2, covariance2 = _running_covariance(z2, state.mean2, state.covariance2, mean_momentum,
+                                             covariance_momentum)
+    ridge = eps * torch.eye(d, dtype=torch.float64, device=z1.device)
+    covariance_term = -(torch.logdet(covariance1 + ridge) + torch.logdet(covariance2 + ridge)) / d
+    invariance = F.mse_loss(z1, z2)
+    loss = covariance_term.float() + alpha * invariance
     new_state = CorInfoMaxState(mean1.detach(), covariance1.detach(), mean2.detach(), covariance2.detach())
     terms = {"loss": loss.detach(), "covariance": covariance_term.detach().float(),
              "invariance": invariance.detach()}

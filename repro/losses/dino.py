@@ -1,17 +1,15 @@
 """DINO's self-distillation loss with a centred, sharpened teacher.
 
-"Emerging Properties in Self-Supervised Vision Transformers", M. Caron, H. Touvron, I. Misra,
-H. Jegou, J. Mairal, P. Bojanowski, A. Joulin, 2021, arXiv:2104.14294.
+Caron, Touvron, Misra, Jegou, Mairal, Bojanowski, Joulin, 2021, arXiv:2104.14294:
 
-- Eq. 2-3: min sum_{x in teacher views} sum_{x' in student views, x' != x} H(P_t(x), P_s(x')),
-  H(a, b) = -a . log b, P_s = softmax(g_s / tau_s), P_t = softmax((g_t - c) / tau_t) with no
-  gradient into the teacher.
-- Eq. 4 (centre): c <- m c + (1 - m) * mean of the teacher outputs of the batch (all views).
+    eq. 2-3: min sum_{x in teacher views} sum_{x' in student views, x' != x} H(P_t(x), P_s(x')),
+             H(a, b) = -a . log b, P_s = softmax(g_s / tau_s), P_t = softmax((g_t - c) / tau_t)
+    eq. 4:   c <- m c + (1 - m) * mean of the batch's teacher outputs (all views)
 
-Defaults (solo-learn solo/methods/dino.py and scripts/pretrain/cifar/dino.yaml @9187ea3): student
-tau 0.1, teacher tau 0.07 held constant (solo-learn's CIFAR run uses 0 warm-up epochs), centre
-momentum 0.9. The loss is the mean over the (teacher view, student view) pairs with different
-indices and over the batch, as in the paper's code, solo-learn and lightly.
+No gradient reaches the teacher. The loss is the mean over the (teacher, student) view pairs with
+different indices and over the batch, as the paper's code, solo-learn and lightly. Defaults:
+solo-learn's CIFAR values (student tau 0.1, teacher tau 0.07 constant, centre momentum 0.9).
+Sources: docs/sources.md section 3.
 """
 from __future__ import annotations
 
@@ -19,14 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from repro.losses.shared import check_shapes, full_precision
+
 
 def _stack_views(views: list[Tensor], name: str) -> Tensor:
-    if len(views) == 0 or any(v.dim() != 2 or v.shape != views[0].shape for v in views):
-        raise ValueError(f"{name} must be a non-empty list of equal (batch, dim) tensors, got "
-                         f"shapes {[tuple(v.shape) for v in views]}")
+    check_shapes(views, f"{name} view")
     return torch.stack(views)
 
 
+@full_precision
 def dino_loss(student_out: list[Tensor], teacher_out: list[Tensor], center: Tensor, *,
               student_temperature: float = 0.1,
               teacher_temperature: float = 0.07) -> tuple[Tensor, dict[str, Tensor]]:
@@ -47,16 +46,15 @@ def dino_loss(student_out: list[Tensor], teacher_out: list[Tensor], center: Tens
     if num_teacher > num_student or num_student < 2:
         raise ValueError(f"need at least 2 student views and no more teacher views than student "
                          f"views, got {num_teacher} teacher and {num_student} student views")
-    with torch.autocast(device_type=student.device.type, enabled=False):
-        teacher_probs = F.softmax(
-            (teacher.detach().float() - center.detach().float().reshape(-1)) / teacher_temperature, dim=-1)
-        student_log_probs = F.log_softmax(student.float() / student_temperature, dim=-1)
-        # cross[t, s] = sum over the batch of H(P_t(view t), P_s(view s))
-        cross = -torch.einsum("tnp,snp->ts", teacher_probs, student_log_probs)
-        same_view = torch.eye(num_teacher, num_student, dtype=torch.bool, device=cross.device)
-        num_pairs = num_teacher * num_student - num_teacher
-        loss = cross.masked_fill(same_view, 0.0).sum() / (num_pairs * student.shape[1])
-        teacher_entropy = -(teacher_probs * torch.log(teacher_probs.clamp_min(1e-30))).sum(-1).mean()
+    teacher_probs = F.softmax(
+        (teacher.detach().float() - center.detach().float().reshape(-1)) / teacher_temperature, dim=-1)
+    student_log_probs = F.log_softmax(student.float() / student_temperature, dim=-1)
+    # cross[t, s] = sum over the batch of H(P_t(view t), P_s(view s))
+    cross = -torch.einsum("tnp,snp->ts", teacher_probs, student_log_probs)
+    same_view = torch.eye(num_teacher, num_student, dtype=torch.bool, device=cross.device)
+    num_pairs = num_teacher * num_student - num_teacher
+    loss = cross.masked_fill(same_view, 0.0).sum() / (num_pairs * student.shape[1])
+    teacher_entropy = -(teacher_probs * torch.log(teacher_probs.clamp_min(1e-30))).sum(-1).mean()
     return loss, {"loss": loss.detach(), "teacher_entropy": teacher_entropy.detach()}
 
 

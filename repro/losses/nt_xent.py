@@ -1,26 +1,15 @@
 """Sample-contrastive InfoNCE losses: SimCLR's NT-Xent and MoCo's queue loss.
 
-SimCLR -- "A Simple Framework for Contrastive Learning of Visual Representations",
-T. Chen, S. Kornblith, M. Norouzi, G. Hinton, 2020, arXiv:2002.05709, eq. 1:
-
+SimCLR (Chen, Kornblith, Norouzi, Hinton, 2020, arXiv:2002.05709, eq. 1), averaged over the 2N
+anchors of both views, sim = cosine similarity:
     l(i, j) = -log( exp(sim(z_i, z_j)/t) / sum_{k != i} exp(sim(z_i, z_k)/t) )
-
-over the 2N embeddings of both views, sim = cosine similarity, averaged over all 2N anchors
-(every anchor's positive is the other view of its image, its negatives the other 2N - 2).
-
-MoCo -- "Momentum Contrast for Unsupervised Visual Representation Learning", K. He, H. Fan, Y. Wu,
-S. Xie, R. Girshick, 2020, arXiv:1911.05722, eq. 1 (MoCo v2: X. Chen, H. Fan, R. Girshick, K. He,
-"Improved Baselines with Momentum Contrastive Learning", 2020, arXiv:2003.04297):
-
+MoCo (He, Fan, Wu, Xie, Girshick, 2020, arXiv:1911.05722, eq. 1; v2: arXiv:2003.04297), unit-norm
+query q and constant keys k:
     L_q = -log( exp(q.k+/t) / (exp(q.k+/t) + sum_{k- in queue} exp(q.k-/t)) )
 
-with unit-norm q (online encoder) and k (momentum encoder), keys treated as constants.
-
-Defaults: t = 0.2, solo-learn's CIFAR configs for SimCLR and MoCo v2+ (scripts/pretrain/cifar/
-{simclr,mocov2plus}.yaml @9187ea3). Differences from solo-learn, on purpose: the loss is computed per
-process (solo-learn gathers SimCLR's negatives across GPUs; the paper trained on one GPU), and the
-symmetrised MoCo v2+ loss (q1 vs k2 with queue 2, q2 vs k1 with queue 1, averaged) is left to the
-method, which calls `moco_loss` twice.
+Defaults: t = 0.2 (solo-learn's CIFAR configs). Deviations from solo-learn: the loss is per process
+(no gather of SimCLR's negatives across GPUs; the paper used one GPU); the symmetrised MoCo v2+
+loss is the method's, which calls `moco_loss` twice. Sources: docs/sources.md section 3.
 """
 from __future__ import annotations
 
@@ -28,13 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-
-def _check_pair(a: Tensor, b: Tensor, names: str) -> None:
-    if a.dim() != 2 or a.shape != b.shape:
-        raise ValueError(f"{names} must both be (batch, dim) with equal shapes, got "
-                         f"{tuple(a.shape)} and {tuple(b.shape)}")
+from repro.losses.shared import check_shapes, full_precision
 
 
+@full_precision
 def nt_xent_loss(z1: Tensor, z2: Tensor, *, temperature: float = 0.2) -> tuple[Tensor, dict[str, Tensor]]:
     """SimCLR's symmetric 2N-way NT-Xent loss.
 
@@ -42,23 +28,21 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, *, temperature: float = 0.2) -> tuple[T
     positive pair). They are L2-normalised here. Returns (loss, terms); terms["positive_cosine"] is
     the mean cosine similarity of the positive pairs.
     """
-    _check_pair(z1, z2, "z1, z2")
-    if z1.shape[0] < 2:
-        raise ValueError(f"NT-Xent needs at least 2 images for negatives, got batch {z1.shape[0]}")
+    check_shapes((z1, z2), ("z1", "z2"), min_batch=2)   # a batch of 2 has the first negatives
     n = z1.shape[0]
-    with torch.autocast(device_type=z1.device.type, enabled=False):
-        z = F.normalize(torch.cat([z1, z2]).float(), dim=1)             # (2N, D), unit rows
-        logits = z @ z.T / temperature                                  # (2N, 2N)
-        # An anchor is never its own negative: remove the self-similarity from the softmax.
-        self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
-        logits = logits.masked_fill(self_mask, float("-inf"))
-        # Anchor i (view 1) has its positive at i + N, anchor i + N (view 2) at i.
-        positives = (torch.arange(2 * n, device=z.device) + n) % (2 * n)
-        loss = F.cross_entropy(logits, positives)
-        positive_cosine = (z[:n] * z[n:]).sum(dim=1).mean()
+    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)             # (2N, D), unit rows
+    logits = z @ z.T / temperature                                  # (2N, 2N)
+    # An anchor is never its own negative: remove the self-similarity from the softmax.
+    self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))
+    # Anchor i (view 1) has its positive at i + N, anchor i + N (view 2) at i.
+    positives = (torch.arange(2 * n, device=z.device) + n) % (2 * n)
+    loss = F.cross_entropy(logits, positives)
+    positive_cosine = (z[:n] * z[n:]).sum(dim=1).mean()
     return loss, {"loss": loss.detach(), "positive_cosine": positive_cosine.detach()}
 
 
+@full_precision
 def moco_loss(query: Tensor, key: Tensor, queue: Tensor, *,
               temperature: float = 0.2) -> tuple[Tensor, dict[str, Tensor]]:
     """MoCo's InfoNCE loss of each query against its key (positive) and the queue (negatives).
@@ -70,20 +54,19 @@ def moco_loss(query: Tensor, key: Tensor, queue: Tensor, *,
     enqueued (MoCo's order: loss, then enqueue). Returns (loss, terms) with the mean positive and
     negative cosine similarities for logging.
     """
-    _check_pair(query, key, "query, key")
+    check_shapes((query, key), ("query", "key"))
     if queue.dim() != 2 or queue.shape[1] != query.shape[1]:
         raise ValueError(f"queue must be (K, {query.shape[1]}) to match query {tuple(query.shape)}, "
                          f"got {tuple(queue.shape)}")
-    with torch.autocast(device_type=query.device.type, enabled=False):
-        q = F.normalize(query.float(), dim=1)
-        k = F.normalize(key.detach().float(), dim=1)
-        negatives = F.normalize(queue.detach().float(), dim=1)
-        positive = (q * k).sum(dim=1, keepdim=True)                     # (N, 1)
-        negative = q @ negatives.T                                      # (N, K)
-        logits = torch.cat([positive, negative], dim=1) / temperature
-        # The positive sits in column 0 of every row.
-        targets = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
-        loss = F.cross_entropy(logits, targets)
+    q = F.normalize(query.float(), dim=1)
+    k = F.normalize(key.detach().float(), dim=1)
+    negatives = F.normalize(queue.detach().float(), dim=1)
+    positive = (q * k).sum(dim=1, keepdim=True)                     # (N, 1)
+    negative = q @ negatives.T                                      # (N, K)
+    logits = torch.cat([positive, negative], dim=1) / temperature
+    # The positive sits in column 0 of every row.
+    targets = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+    loss = F.cross_entropy(logits, targets)
     terms = {"loss": loss.detach(), "positive_cosine": positive.mean().detach(),
              "negative_cosine": negative.mean().detach()}
     return loss, terms

@@ -1,23 +1,23 @@
 """VICReg: variance-invariance-covariance regularisation.
 
-"VICReg: Variance-Invariance-Covariance Regularization for Self-Supervised Learning", A. Bardes,
-J. Ponce, Y. LeCun, 2022 (ICLR), arXiv:2105.04906, eq. 1-6:
+Bardes, Ponce, LeCun, ICLR 2022, arXiv:2105.04906, eq. 1-6:
 
     l(Z, Z') = lambda s(Z, Z') + mu [v(Z) + v(Z')] + nu [c(Z) + c(Z')]
     s = (1/N) sum_i ||z_i - z'_i||^2 / D   (mean squared error over all N*D entries, as coded)
     v(Z) = (1/D) sum_j max(0, 1 - sqrt(Var(z^j) + eps))            (unbiased variance)
     c(Z) = (1/D) sum_{i != j} C(Z)_ij^2,  C(Z) = centred Z^T Z / (N - 1)
 
-Defaults lambda = mu = 25, nu = 1, eps = 1e-4 (the paper's; solo-learn's CIFAR config
-scripts/pretrain/cifar/vicreg.yaml @9187ea3). The variance term is v(Z) + v(Z') as in the paper's
-eq. 6 and solo-learn (solo/losses/vicreg.py); the authors' public code and lightly average it
-((v(Z) + v(Z')) / 2), i.e. their mu = 25 weighs variance half as much as here.
+Defaults lambda = mu = 25, nu = 1, eps = 1e-4 (the paper's and solo-learn's). The variance term
+is v(Z) + v(Z') as in eq. 6 and solo-learn; the authors' code and lightly halve it. Sources:
+docs/sources.md section 3.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from repro.losses.shared import check_shapes, full_precision
 
 
 def invariance_term(z1: Tensor, z2: Tensor) -> Tensor:
@@ -40,18 +40,16 @@ def covariance_term(z: Tensor) -> Tensor:
     return off_diagonal.pow(2).sum() / d
 
 
+@full_precision
 def vicreg_loss(z1: Tensor, z2: Tensor, *, sim_weight: float = 25.0, var_weight: float = 25.0,
                 cov_weight: float = 1.0, eps: float = 1e-4) -> tuple[Tensor, dict[str, Tensor]]:
     """VICReg loss of two (N, D) projections; returns (loss, terms) with the unweighted terms."""
-    if z1.dim() != 2 or z1.shape != z2.shape or z1.shape[0] < 2:
-        raise ValueError(f"z1, z2 must both be (batch >= 2, dim) with equal shapes, got "
-                         f"{tuple(z1.shape)} and {tuple(z2.shape)}")
-    with torch.autocast(device_type=z1.device.type, enabled=False):
-        z1, z2 = z1.float(), z2.float()
-        invariance = invariance_term(z1, z2)
-        variance = variance_term(z1, eps) + variance_term(z2, eps)
-        covariance = covariance_term(z1) + covariance_term(z2)
-        loss = sim_weight * invariance + var_weight * variance + cov_weight * covariance
+    check_shapes((z1, z2), ("z1", "z2"), min_batch=2)
+    z1, z2 = z1.float(), z2.float()
+    invariance = invariance_term(z1, z2)
+    variance = variance_term(z1, eps) + variance_term(z2, eps)
+    covariance = covariance_term(z1) + covariance_term(z2)
+    loss = sim_weight * invariance + var_weight * variance + cov_weight * covariance
     terms = {"loss": loss.detach(), "invariance": invariance.detach(),
              "variance": variance.detach(), "covariance": covariance.detach()}
     return loss, terms

@@ -32,7 +32,7 @@ class Method(nn.Module):
     name: str = ""
     args_type: type[LossArgs] = LossArgs   # the record of the config's `loss:` (repro/method_args.py)
     loss_fn: Callable = None
-    gathers = False                        # the loss uses batch statistics: train.gather_embeddings applies
+    gathers = False                        # the loss couples the samples of a batch: gathered when train.loss_batch=0
 
     def __init__(self, cfg):
         super().__init__()
@@ -41,14 +41,14 @@ class Method(nn.Module):
                             f"got {type(cfg.loss).__name__}: load the config with repro.config.load_config")
         self.args = cfg.loss
         self.backbone = build_backbone(cfg.model)
-        self.gather = cfg.train.gather_embeddings and self.gathers
+        self.gather = cfg.train.loss_batch == 0 and self.gathers
         self.step, self.epoch, self.total_steps = 0, 0, 1
 
     def set_progress(self, step: int, steps_per_epoch: int, total_steps: int) -> None:
         self.step, self.epoch, self.total_steps = step, step // steps_per_epoch, total_steps
 
     def global_batch(self, embeddings: list[torch.Tensor]) -> list[torch.Tensor]:
-        """With train.gather_embeddings under torchrun: every rank's loss sees the global batch."""
+        """With train.loss_batch=0 under torchrun: every rank's loss sees the global batch (identity alone)."""
         return [gather_with_grad(z) for z in embeddings] if self.gather else embeddings
 
     def check_two_views(self, views: list[torch.Tensor]) -> None:

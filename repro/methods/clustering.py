@@ -20,11 +20,13 @@ class SwAV(Method):
     embeddings scored against L2-normalised prototypes (solo-learn's weight-normed layer with its
     norm fixed to 1), Sinkhorn-Knopp codes, swapped prediction. A queue of each view's past
     embeddings (newest first) is filled from the start and used for the codes from
-    `queue_start_epoch`; the prototypes get no update during the first `freeze_prototypes_epochs`."""
+    `queue_start_epoch`; the prototypes get no update during the first `freeze_prototypes_epochs`.
+    Sinkhorn's codes couple the batch: its embeddings (and so the queue) are the global batch's."""
 
     name = "swav"
     args_type = SwAVArgs
     loss_fn = staticmethod(swav_loss)
+    gathers = True
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -41,7 +43,7 @@ class SwAV(Method):
     def forward(self, views: list[torch.Tensor]):
         self.check_two_views(views)
         features = [self.backbone(v) for v in views]
-        z1, z2 = (F.normalize(self.projector(f), dim=1) for f in features)
+        z1, z2 = self.global_batch([F.normalize(self.projector(f), dim=1) for f in features])
         a = self.args
         queue_scores = None
         if a.queue_size > 0 and self.epoch >= a.queue_start_epoch:

@@ -12,7 +12,7 @@ from repro.methods.momentum import MomentumMethod, momentum_copy
 
 class SimCLR(TwoViewMethod):
     """SimCLR (Chen et al., 2020): projector Linear-ReLU-Linear (2048 -> 256 on CIFAR), NT-Xent.
-    Negatives are the other images of the batch (of the global batch with train.gather_embeddings)."""
+    Negatives are the other images of the batch (of the global batch with train.loss_batch=0)."""
 
     name = "simclr"
     args_type = SimCLRArgs

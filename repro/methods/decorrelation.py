@@ -1,5 +1,5 @@
-"""Methods whose loss reads statistics of the whole batch of embeddings (train.gather_embeddings
-applies): FroSSL, VICReg, Barlow Twins, W-MSE, CorInfoMax."""
+"""Methods whose loss reads statistics of the whole batch of embeddings (gathered across processes
+when train.loss_batch=0): FroSSL, VICReg, Barlow Twins, W-MSE, CorInfoMax."""
 from __future__ import annotations
 
 import torch

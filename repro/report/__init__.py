@@ -28,7 +28,7 @@ def make_notebook():
         new_markdown_cell("# FroSSL reproduction report\n\n"
                           "Each section puts the paper's value next to the measured one, with the verdict of "
                           "`make check` (tolerances and rationales in `expected_results/`). Rendered by "
-                          "`make report`; how to read the check table: `docs/experiments.md`."),
+                          "`make report`; how to read the check table: `docs/check.md`."),
         new_code_cell("import os\nfrom repro.report import render\n"
                       "RESULTS = os.environ.get('REPRO_RESULTS', 'runs/results')\nrender.header(RESULTS)"),
         new_markdown_cell("## Summary"),

@@ -25,7 +25,7 @@ TARGET_OF = {"table2": "make table2", "table3": "make table3", "figure2": "make 
              "claims": "make claims CIFAR10=<cifar10-jpeg.tar.gz> (or PROFILE=claims-quick)"}
 COLOURS = {"PASS": "#d4edda", "FAIL": "#f8d7da", "MISSING": "#eeeeee", "NOT-COMPARABLE": "#fff3cd",
            "NO-REFERENCE": "#e2e3f5", "NOT-DECIDED": "#fde2c4"}
-CLAIM_PROFILES = ("claims", "claims-quick")   # results shown as mean +- std per row and metric
+CLAIM_PROFILES = ("claims", "claims-quick", "claims-all")   # results shown as mean +- std per row and metric
 
 try:  # inside the notebook: rich display; elsewhere (tests): plain strings
     from IPython.display import HTML
