@@ -95,6 +95,17 @@ slurm-test: ## (root) the SLURM batch script on a 2-node SLURM cluster started h
 fresh-machine-test: ## (root, ~4 GB of downloads) the README's two commands in a fresh Debian 12 root (debootstrap) [PYTEST_ARGS=]
 	bash scripts/fresh_machine_test.sh
 
+# ---- the image (docs/docker.md): docker when its daemon answers, else podman with its flags -------
+TARGET ?= runtime
+IMAGE ?=
+HELP_SETUP += image image-test
+.PHONY: image image-test
+image: ## build the image frossl (TARGET=test: frossl-test) with docker, else podman; the commit as build argument [TARGET= IMAGE=tag PIP_CA=bundle.pem]
+	bash scripts/image.sh "$(TARGET)" $(IMAGE)
+
+image-test: ## (root or docker; 1-2 h on 2 busy cores, ~30 GB of disk) build every stage from a clean export of HEAD, run demo/test/stop/shm/--user checks in it [CHECKS=]
+	bash scripts/image_test.sh
+
 demo: setup ## CPU demo: FroSSL on bundled digits + linear probe vs random init (1-4 min on 2 CPU cores)
 	$(PYTHON) -m repro.demo $(ARGS)
 
@@ -144,6 +155,16 @@ DATA_ARGS ?=
 .PHONY: data bench-data
 data: setup ## FFCV .beton files into CACHE_DIR/ffcv: make data DATASET=cifar10|cifar100|stl10|imagefolder DATA_DIR=data [DATA_ARGS="--subset 1000"]
 	$(PYTHON) -m data_prep $(DATASET) --root $(DATA_DIR) --out $(CACHE_DIR)/ffcv $(DATA_ARGS)
+
+# fill DATA_DIR before it is mounted read-only (docs/docker.md); ImageNet cannot be downloaded: its
+# layout (IMAGENET_DIR, else DATA_DIR/imagenet) is checked when it is there
+DOWNLOAD ?= cifar10 cifar100 stl10 imagenet
+HELP_DATA += download
+.PHONY: download
+download: setup ## fill DATA_DIR before mounting it read-only: CIFAR-10/100 and STL-10 downloaded; ImageNet (put there by hand) has its layout checked [DOWNLOAD="cifar10 cifar100 stl10 imagenet" IMAGENET_DIR=]
+	@for dataset in $(DOWNLOAD); do \
+	  $(PYTHON) -m repro.experiments download $$dataset --data-dir "$(DATA_DIR)" --imagenet-dir "$(IMAGENET_DIR)" || exit $$?; \
+	done
 
 BENCH_DATA_ARGS ?=
 bench-data: setup ## two-view batches/s: FFCV loader vs torchvision+PIL DataLoader, real CIFAR-10 (BENCH_DATA_ARGS="--batches 40")

@@ -96,10 +96,39 @@ def test_shared_memory_need_is_the_loader_arithmetic():
     from repro.config import load_config
     from repro.experiments import Options
     cfg = load_config(config_path("cifar10", "frossl"), ["data.num_workers=4", "data.loader=torchvision"])
-    need, _ = preflight.shm_need(cfg, Options(gpus=2))
-    assert need == 2 * 4 * 2 * (256 // 2) * 2 * 3 * 32 * 32 * 4
+    need, how = preflight.shm_need(cfg, Options(gpus=2))
+    assert need == 2 * 4 * 2 * (256 // 2) * 2 * 3 * 32 * 32 * 4 and how.startswith("training: ")
     ffcv = replace(cfg, data=replace(cfg.data, loader="ffcv"))
-    assert preflight.shm_need(ffcv, Options(gpus=2))[0] == 1 * 4 * 2 * (256 // 2) * 1 * 3 * 32 * 32 * 4
+    assert preflight.shm_need(ffcv, Options(gpus=2), evaluate=False)[0] == 1 * 4 * 2 * (256 // 2) * 1 * 3 * 32 * 32 * 4
+
+
+def test_shared_memory_need_counts_the_imagenet_probe():
+    """Figure 4: the probe (one process, batches of 256 at 224 px, one view) needs more than FFCV
+    training's batch of 224 / 4 GPUs: the estimate is the probe's, and a run that is not evaluated
+    is estimated from its training loader alone."""
+    from repro.config import load_config
+    from repro.experiments import Options
+    if not config_path("imagenet", "frossl").exists():
+        pytest.skip("repro/configs/imagenet/frossl.yaml not written")
+    cfg = load_config(config_path("imagenet", "frossl"), ["data.num_workers=8", "data.loader=ffcv"])
+    assert cfg.eval.probe_batch_size == 256 and cfg.data.batch_size == 224
+    opts = Options(gpus=4)
+    need, how = preflight.shm_need(cfg, opts)
+    assert need == 1 * 8 * 2 * 256 * 1 * 3 * 224 * 224 * 4 and how.startswith("probe: "), how   # 2.47 GB
+    assert preflight.shm_need(cfg, opts, evaluate=False)[0] == 1 * 8 * 2 * (224 // 4) * 1 * 3 * 224 * 224 * 4
+
+
+def test_too_little_shared_memory_for_the_imagenet_probe_names_ipc_host(tmp_path, capsys, monkeypatch):
+    if not config_path("imagenet", "frossl").exists():
+        pytest.skip("repro/configs/imagenet/frossl.yaml not written")
+    for split in ("train", "val"):
+        (tmp_path / "imagenet" / split).mkdir(parents=True)
+    monkeypatch.setattr(preflight.PROBES, "free_bytes", lambda path: 10**12)
+    monkeypatch.setattr(preflight.PROBES, "shm_bytes", lambda: 10**9)   # holds FFCV training's 0.54 GB, not the probe
+    result = refuse(capsys, "figure4", "--gpus", "4", "--methods", "frossl", "--out", str(tmp_path / "runs"),
+                    "--imagenet-dir", str(tmp_path / "imagenet"), "--overrides", "data.num_workers=8 data.loader=ffcv")
+    assert_refused(result, "/dev/shm has 1000 MB free", "needs about 2466 MB", "probe: ", "--ipc=host",
+                   "--shm-size=5g")
 
 
 def test_a_plan_that_fits_passes_and_says_what_it_checked(tmp_path, capsys, cifar_present, monkeypatch):

@@ -141,7 +141,7 @@ def record(name: str, opts: Options) -> None:
 SUBCOMMANDS = {"collect": lambda name, opts: collect_profile(opts) if name == "claims" and opts.profile in CLAIM_PROFILES
                else collect(name, opts),
                "record": record,
-               "download": lambda name, opts: download(name, opts.data_dir)}
+               "download": lambda name, opts: download(name, opts.data_root(name))}
 # records whose target needs more than run_target's train -> evaluate -> collect -> check: the claims
 # profile first makes CIFAR-10 an image folder and adds a random-initialisation baseline row
 OWN_RUNNERS = {"claims": run_claims_target}

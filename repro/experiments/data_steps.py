@@ -97,9 +97,45 @@ def downloadable() -> list[str]:
     return [name for name, record in DATASETS.items() if record.download_url and record.torchvision_class]
 
 
+def check_imagenet(folder: str) -> str:
+    """ImageNet is put in place by hand (docs/data.md): FOLDER/train/<class>/<image> and
+    FOLDER/val/<class>/<image> with the same class folders, none empty. One line saying what is
+    there; a UserError names what is not (e.g. val/ as 50,000 loose images, not sorted by class)."""
+    root = Path(folder)
+    if not (root / "train").is_dir():
+        return (f"ImageNet: no {root}/train: it cannot be downloaded; put train/ and val/ there by hand "
+                f"(docs/data.md) for figure4 and all, or pass IMAGENET_DIR=; the other targets do not need it")
+    counts = {}
+    for split in ("train", "val"):
+        if not (root / split).is_dir():
+            raise UserError(f"ImageNet at {root} has train/ but no {split}/: put the validation images there "
+                            f"as {split}/<class>/<image> (docs/data.md)")
+        entries = list((root / split).iterdir())
+        loose = [e.name for e in entries if e.is_file()]
+        if loose:
+            raise UserError(f"ImageNet {root}/{split}/ holds {len(loose)} files directly (e.g. {loose[0]}), not in "
+                            f"class folders: sort them into {split}/<class>/<image> (docs/data.md)")
+        counts[split] = {e.name: sum(1 for _ in e.iterdir()) for e in entries}
+        empty = sorted(name for name, n in counts[split].items() if n == 0)
+        if empty or not counts[split]:
+            raise UserError(f"ImageNet {root}/{split}/ has {len(empty)} empty class folders of {len(counts[split])}"
+                            f"{f' (e.g. {empty[0]})' if empty else ''}: copy the images in (docs/data.md)")
+    if set(counts["train"]) != set(counts["val"]):
+        odd = sorted(set(counts["train"]) ^ set(counts["val"]))
+        raise UserError(f"ImageNet at {root}: train/ and val/ have different class folders ({len(odd)} in one only, "
+                        f"e.g. {odd[0]}): both need the same classes (docs/data.md)")
+    classes = len(counts["train"])
+    return (f"ImageNet at {root}: {classes} classes{'' if classes == 1000 else ' (ImageNet-1k has 1000)'}, "
+            f"{sum(counts['train'].values())} train and {sum(counts['val'].values())} val images: layout OK")
+
+
 def download(dataset: str, data_dir: str) -> None:
-    """torchvision's own download of the training split (the test split's files come with it)."""
+    """torchvision's own download of the training split (the test split's files come with it);
+    ImageNet: its layout checked (check_imagenet), `data_dir` being its folder."""
     import torchvision
+    if dataset == "imagenet":
+        print(check_imagenet(data_dir), flush=True)
+        return
     if dataset not in downloadable():
         raise UserError(f"download {dataset}: only {', '.join(downloadable())} can be downloaded (ImageNet: by hand)")
     record = DATASETS[dataset]

@@ -179,8 +179,9 @@ def check_folders(opts: Options, downloads: dict) -> None:
         if not PROBES.writable(holder):
             what = "downloads go there" if variable.endswith("DATA_DIR") else "it is written to"
             raise UserError(f"{variable}={folder} is not writable ({holder} refuses new files; {what}): choose a "
-                            f"writable {variable}=..., or fix its permissions (Docker: mount it without :ro, and "
-                            f"build the image with --build-arg UID=$(id -u)); nothing was started")
+                            f"writable {variable}=..., or fix its permissions (Docker: mount it without :ro, from a host "
+                            f"folder that is yours or chowned to the image's user, or run with --user "
+                            f"$(id -u):$(id -g)); nothing was started")
 
 
 def checkpoint_bytes(cfg) -> int:
@@ -252,25 +253,29 @@ def trains_from_ffcv(cfg, opts: Options) -> bool:
                                          and importlib.util.find_spec("ffcv") is not None)
 
 
-def shm_need(cfg, opts: Options) -> tuple[int, str]:
+def shm_need(cfg, opts: Options, evaluate: bool = True) -> tuple[int, str]:
     """Shared memory a run's torch DataLoader workers hold at once, and how it was computed: each
     worker keeps PREFETCH_BATCHES batches of float32 images in /dev/shm (processes x workers x
-    batches x images per process x views x 3 x side x side x 4 bytes). Two views per image when
-    training through the torchvision loader; with FFCV (threads) only rank 0's validation loader
-    (one view) uses workers."""
+    batches x images per process x views x 3 x side x side x 4 bytes). Training: two views per image
+    through the torchvision loader; with FFCV (threads) only rank 0's validation loader (one view)
+    uses workers. `evaluate`: the run is probed afterwards (repro.evaluate: one process, batches of
+    eval.probe_batch_size, one view: ImageNet's 256 x 224 x 224 images outweigh its training batch of
+    56 per GPU). The larger of the two: they run one after the other."""
     workers = cfg.data.workers()
     side = cfg.data.image_size or DATASETS[cfg.data.dataset].image_size
     processes, views = (1, 1) if trains_from_ffcv(cfg, opts) else (opts.gpus, 2)
-    per_process = cfg.data.batch_size // opts.world_size
-    need = processes * workers * PREFETCH_BATCHES * per_process * views * 3 * side * side * 4
-    return need, (f"{processes} processes x {workers} workers x {PREFETCH_BATCHES} batches x {per_process} images x "
-                  f"{views} views x 3x{side}x{side} float32")
+    loaders = [("training", processes, cfg.data.batch_size // opts.world_size, views)]
+    if evaluate:
+        loaders.append(("probe", 1, cfg.eval.probe_batch_size, 1))
+    return max((procs * workers * PREFETCH_BATCHES * images * n_views * 3 * side * side * 4,
+                f"{what}: {procs} processes x {workers} workers x {PREFETCH_BATCHES} batches x {images} images x "
+                f"{n_views} views x 3x{side}x{side} float32") for what, procs, images, n_views in loaders)
 
 
 def check_shm(planned: list[RunSpec], configs: list, opts: Options) -> str:
     """/dev/shm against the largest need of one run (runs train one after another)."""
     available = PROBES.shm_bytes()
-    needs = [(*shm_need(cfg, opts), spec) for spec, cfg in zip(planned, configs)]
+    needs = [(*shm_need(cfg, opts, spec.evaluate), spec) for spec, cfg in zip(planned, configs)]
     need, how, spec = max(needs, key=lambda item: item[0])
     if available is None:
         return "no /dev/shm on this system, not checked"
