@@ -164,7 +164,7 @@ def test_a_command_past_the_budget_is_stopped_and_its_part_fails(tmp_path, monke
     monkeypatch.setattr(gpu_check, "TRAINER", ["-c", "import time; time.sleep(120)"])
     out = tmp_path / "out"
     started = time.perf_counter()
-    code = gpu_check.main(["--dry-run", "--budget", "0.5", "--data", str(archive), "--out", str(out),
+    code = gpu_check.main(["--dry-run", "--budget", "0.2", "--data", str(archive), "--out", str(out),
                            "--only", "train", "--loader", "torchvision"])
     assert time.perf_counter() - started < 100          # stopped, not waited for
     assert code == 1

@@ -90,6 +90,9 @@ def test_sigterm_at_make_checkpoints_mid_epoch_leaves_nothing_and_resumes_identi
     assert identical(reference_weights(output, tmp_path / "reference"), final_weights(run))
 
 
+# slow (about 110 s on 2 cores: three 2-process chains); the default run keeps the same chain with one
+# process (the test above)
+@pytest.mark.slow
 def test_sigterm_at_make_reaches_every_torchrun_rank(tmp_path):
     """GPUS=2 without CUDA: torchrun with 2 gloo processes. SIGTERM at make's PID: rank 0 writes a
     checkpoint, torchrun and both ranks end, nothing is left; the same command then finishes with

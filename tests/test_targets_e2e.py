@@ -260,6 +260,10 @@ def test_figure4_tiny_end_to_end_and_make_report(tiny):
     assert "NOT-COMPARABLE" in section
 
 
+# slow (about 45 s on 2 cores); the default run keeps the ablation's plan (`make -n`, tests/test_targets.py),
+# both FroSSL variants training (tests/test_methods.py) and the claims profile's ablation row
+# (tests/test_claims.py's tiny end-to-end)
+@pytest.mark.slow
 def test_ablation_tiny_end_to_end(tiny):
     """`make ablation DATASETS=stl10` on STL-10 binaries: FroSSL without and with logs, pretrained,
     validated every epoch (Table 3's rows) and probed (Table 2's); the check of the two rows reads

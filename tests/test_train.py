@@ -47,7 +47,7 @@ def _weights(run_dir):
 
 
 def test_resume_after_crash_is_bit_identical(cifar10_root, accept_rebuilt_cifar, tmp_path, monkeypatch):
-    args = ["data.subset=512", "data.batch_size=64", "optim.epochs=2", "optim.warmup_epochs=1", "model.width=8"]
+    args = ["data.subset=256", "data.batch_size=64", "optim.epochs=2", "optim.warmup_epochs=1", "model.width=8"]
     straight = cifar_config(cifar10_root, tmp_path, "name=straight", *args)
     train(straight)
 
@@ -77,13 +77,25 @@ def run_cli(*args, cwd=ROOT):
     (["data.dataset=cifar10", "data.root=/nonexistent/data", "data.download=false",
       "data.augmentations=symmetric", "model.in_channels=3"], "cifar-10-batches-py"),
 ])
-def test_bad_input_is_one_line_and_nonzero(tmp_path, overrides, fragment):
-    result = run_cli("repro/configs/demo.yaml", f"out_dir={tmp_path}", *overrides)
+def test_bad_input_is_one_line_and_nonzero(tmp_path, overrides, fragment, capsys, monkeypatch):
+    # in this process, through the command's own entry (run_cli); the command as a process: below
+    from repro import cli, train as train_module
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as exit_:
+        cli.run_cli(train_module.main, ["repro/configs/demo.yaml", f"out_dir={tmp_path}", *overrides])
+    assert exit_.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in lines if line.startswith("error:")]
+    assert len(errors) == 1 and lines[-1] == errors[0] and fragment in errors[0], lines
+    assert not (tmp_path / "demo").exists()  # nothing created for a rejected command
+
+
+def test_the_train_command_says_bad_input_in_one_line_and_exits_2(tmp_path):
+    result = run_cli("repro/configs/demo.yaml", f"out_dir={tmp_path}", "optim.lrr=1")
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
-    errors = [line for line in lines if line.startswith("error:")]
-    assert len(errors) == 1 and lines[-1] == errors[0] and fragment in errors[0], result.stderr
-    assert not (tmp_path / "demo").exists()  # nothing created for a rejected command
+    assert len(lines) == 1 and lines[0].startswith("error: unknown config key 'optim.lrr'"), result.stderr
+    assert not (tmp_path / "demo").exists()
 
 
 def test_a_different_experiment_in_the_same_folder_is_refused(tmp_path):
@@ -120,12 +132,13 @@ def test_corrupt_checkpoint_is_a_clear_error_and_left_alone(tmp_path):
 
 
 def test_trainer_restarts_the_cosine_every_restart_epochs(tmp_path):
-    # the CPU demo's digits: 1,297 training images / batch 256 = 5 steps per epoch; restarts every epoch
+    # the CPU demo's digits: 160 training images / batch 32 = 5 steps per epoch; restarts every epoch
     from repro.optim import scale_lr, warmup_cosine_lr
 
     cfg = load_config(ROOT / "repro/configs/demo.yaml", [
         f"out_dir={tmp_path}", "name=sgdr", "model.width=8", "model.proj_hidden_dim=64", "model.proj_output_dim=64",
-        "optim.epochs=3", "optim.warmup_epochs=0", "optim.restart_epochs=1", "train.log_every=1"])
+        "data.subset=160", "data.batch_size=32", "optim.epochs=3", "optim.warmup_epochs=0",
+        "optim.restart_epochs=1", "train.log_every=1"])
     train(cfg)
     records = [r for r in read_metrics(cfg.run_dir) if "lr" in r]
     assert [r["step"] for r in records] == list(range(1, 16))
