@@ -85,7 +85,7 @@ wheelhouse: ## wheels for an offline node into WHEELHOUSE (pyyaml, tqdm, ...; ha
 
 # the HELP_COST lines above, from the estimator
 help-costs: setup
-	@$(PYTHON) -c 'from repro.experiments.summary import help_cost_lines; print(*help_cost_lines(), sep="\n")'
+	@$(PYTHON) -c 'from repro.experiments.summary import help_cost_lines; from repro.experiments.table import EXPERIMENTS; print(*help_cost_lines(EXPERIMENTS.values()), sep="\n")'
 
 .PHONY: slurm-test
 slurm-test: ## (root) the SLURM batch script on a 2-node SLURM cluster started here: pre-emption, time limit, arrays (docs/slurm.md) [SCENARIOS=]

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.skipif(not (ROOT / "repro/configs/cifar10/frossl.yaml")
 
 def dry_run(target: str, opts: Options, capsys) -> tuple[list[str], list[str]]:
     """(run names of the train commands, run folders of the evaluate commands) a dry run prints."""
-    run_target(target, replace(opts, dry_run=True))
+    run_target(EXPERIMENTS[target], replace(opts, dry_run=True))
     out = capsys.readouterr().out
     plan = re.search(r"# plan: \S+: (\d+) distinct training runs \((\d+) new", out)   # printed at the start
     assert plan and out.index("# plan:") < out.index("-m repro.train"), out[:2000]

@@ -289,7 +289,7 @@ def test_a_failed_data_step_stops_the_target_before_training(tmp_path, monkeypat
     """PREPARE_DATA=auto with no data and no network: the download step fails, the target stops with
     a non-zero exit and launches no training on the missing data."""
     from repro import experiments
-    from repro.experiments import Options, Runner, run_target
+    from repro.experiments import TABLE2, Options, Runner, run_target
     if not config_path("cifar10", "frossl").exists():
         pytest.skip("repro/configs/cifar10/frossl.yaml not written yet")
     launched = []
@@ -301,7 +301,7 @@ def test_a_failed_data_step_stops_the_target_before_training(tmp_path, monkeypat
     monkeypatch.setattr(Runner, "run", run)
     opts = Options(out=tmp_path / "runs", data_dir=str(tmp_path / "data"), methods=("frossl",), datasets=("cifar10",))
     with pytest.raises(experiments.UserError, match="download cifar10 .* failed .*nothing was trained"):
-        run_target("table2", opts)
+        run_target(TABLE2, opts)
     assert any("download cifar10" in c for c in launched)
     assert not any("repro.train" in c or "repro.evaluate" in c or "repro.check" in c for c in launched), launched
 
@@ -309,9 +309,9 @@ def test_a_failed_data_step_stops_the_target_before_training(tmp_path, monkeypat
 def test_a_crash_while_writing_results_keeps_the_previous_file(tmp_path, monkeypatch):
     """experiments.collect writes OUT/results/<experiment>.json to a temporary file and renames it:
     a failure at the rename (a kill, a full disk) leaves the previous result whole, no temporary."""
-    from repro.experiments import Options, collect
+    from repro.experiments import TABLE2, Options, collect
     opts = Options(out=tmp_path / "runs")
-    first = collect("table2", opts)
+    first = collect(TABLE2, opts)
     before = first.read_text()
     assert json.loads(before)["experiment"] == "table2"
 
@@ -320,6 +320,6 @@ def test_a_crash_while_writing_results_keeps_the_previous_file(tmp_path, monkeyp
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="simulated"):
-        collect("table2", opts)
+        collect(TABLE2, opts)
     monkeypatch.undo()
     assert first.read_text() == before and sorted(p.name for p in opts.results.iterdir()) == ["table2.json"]

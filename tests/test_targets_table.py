@@ -29,7 +29,7 @@ def test_every_record_has_its_transcription_and_collector():
 NEW = Experiment("figure9", "a record added in a test", rows=("frossl", "vicreg"), datasets=("cifar10", "stl10"),
                  runs=Runs(prefix="figure9-", overrides=("optim.lr=0.1", "train.spectra_every={spectra_every}"),
                            per_dataset={"stl10": ("eval.online_eval_every=1",)}),
-                 stop_at_epoch=7, evaluate=False, results=("table2",))
+                 stop_at_epoch=7, evaluate=False, results=(TABLE2,))
 
 
 def test_a_new_record_is_planned_from_its_fields_alone():

@@ -12,7 +12,7 @@ from repro.experiments.data_steps import download
 from repro.experiments.options import CONFIG_VARIANTS, PROFILES, ROOT, Options, words
 from repro.experiments.results import collect, record_short
 from repro.experiments.run import run_target
-from repro.experiments.table import EXPERIMENTS
+from repro.experiments.table import COLLECTABLE, EXPERIMENTS
 from repro.experiments.variants import with_variant
 
 USAGE = """Every paper experiment end to end: prepare data, train what is missing, resume what is
@@ -125,6 +125,12 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
     return args, opts
 
 
+def collectable(name: str):
+    if name not in COLLECTABLE:
+        raise UserError(f"collect {name}: choose {', '.join(COLLECTABLE)}")
+    return COLLECTABLE[name]
+
+
 def default_seeds(profile: str) -> tuple[int, ...]:
     """SEEDS when not given: 0, or a claims profile's own (expected_results/claims.yaml)."""
     return profile_seeds(profile) if profile in CLAIM_PROFILES else (0,)
@@ -139,7 +145,7 @@ def record(name: str, opts: Options) -> None:
 
 
 SUBCOMMANDS = {"collect": lambda name, opts: collect_profile(opts) if name == "claims" and opts.profile in CLAIM_PROFILES
-               else collect(name, opts),
+               else collect(collectable(name), opts),
                "record": record,
                "download": lambda name, opts: download(name, opts.data_root(name))}
 # records whose target needs more than run_target's train -> evaluate -> collect -> check: the claims

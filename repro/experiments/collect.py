@@ -7,16 +7,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from repro.cli import UserError
+from repro.experiments.experiment import Experiment
 from repro.experiments.options import Options
 from repro.experiments.plan import RunSpec, missing_reason, registered_methods, run_spec
 from repro.experiments.state import finished, online_by_epoch, planned_epochs, probe_kind, seeds_on_disk
 from repro.experiments.variants import paper_row, rows_for
-
-if TYPE_CHECKING:
-    from repro.experiments.table import Experiment
 
 
 def comparable(spec: RunSpec, opts: Options) -> tuple[bool, str]:

@@ -4,16 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
 from repro.cli import UserError
 from repro.experiments import options
+from repro.experiments.experiment import Experiment
 from repro.experiments.options import CONFIG_DIR, ROOT, Options
-
-if TYPE_CHECKING:
-    from repro.experiments.table import Experiment
 
 
 @dataclass

@@ -11,21 +11,14 @@ from pathlib import Path
 import yaml
 
 from repro.cli import UserError
+from repro.experiments.experiment import Experiment
 from repro.experiments.options import Options
-from repro.experiments.table import COLLECTABLE, Experiment
 
 
-def collectable(name: str) -> Experiment:
-    if name not in COLLECTABLE:
-        raise UserError(f"collect {name}: choose {', '.join(COLLECTABLE)}")
-    return COLLECTABLE[name]
-
-
-def collect(experiment: str | Experiment, opts: Options) -> Path:
+def collect(exp: Experiment, opts: Options) -> Path:
     """Write <out>/results/<experiment>[-variant].json (and the figure's PNG) from the run folders."""
     from repro.atomic import atomic_write_bytes, atomic_write_text
     from repro.checkpoint import environment
-    exp = collectable(experiment) if isinstance(experiment, str) else experiment
     content = exp.collect(exp, opts)
     opts.results.mkdir(parents=True, exist_ok=True)
     stem = opts.result_stem(exp.name)

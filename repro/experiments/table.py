@@ -9,64 +9,13 @@ same run folders), so a run one of them trained is found done by the others.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Mapping
 
 from repro.experiments.collect import (collect_claims, collect_linear_regime, collect_online_curves_and_probe,
                                        collect_online_top1, collect_probe_top1, collect_spectra)
 from repro.experiments.commands import figure2_command
+from repro.experiments.experiment import Experiment, Runs
 from repro.report.plots import plot_figure3, plot_figure4
-
-
-@dataclass(frozen=True)
-class Runs:
-    """How an experiment's training runs are named and configured."""
-    prefix: str = ""                     # run folder: <prefix><dataset>-<row>-seed<S><suffix>
-    # the protocol's overrides of every run (the paper's setting it is compared with); "{spectra_every}"
-    # is filled in from the options
-    overrides: tuple[str, ...] = ()
-    per_dataset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # extra overrides per dataset
-    # expected_results/<name>.yaml files whose profile (PROFILE=short) sets a dataset's epochs; first hit wins
-    profile_epochs_from: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Experiment:
-    name: str                            # the Make target and `python -m repro.experiments NAME`
-    title: str                           # one line of --help
-    rows: tuple[str, ...] = ()
-    datasets: tuple[str, ...] = ()       # PROFILE=short may narrow them (the profile's `datasets`)
-    runs: Runs | None = None             # None: no training runs
-    takes_datasets: bool = True          # DATASETS selects among `datasets` (False: fixed, DATASETS ignored)
-    stop_at_epoch: int | None = None     # end each run (SIGTERM, clean checkpoint) once this epoch is
-                                         # validated; not with EPOCHS
-    evaluate: bool = True                # linear probe of each finished run
-    profiles: tuple[str, ...] = ("paper", "short")
-    results: tuple[str, ...] = ()        # result files it writes and checks; () means (name,)
-    collect: Callable | None = None      # (experiment, options) -> content of results/<name>.json
-    plot: Callable | None = None         # (content, png path) -> png path, when the content has curves
-    copy_figure: str = ""                # or: a PNG the script wrote, relative to OUT, copied to results/
-    check_own_rows: bool = False         # its check covers all of `rows` whatever METHODS selects
-    script: Callable | None = None       # options -> command, run (on node 0) instead of training runs
-    done_file: str = ""                  # the script's output under OUT: present means done
-    note: str = ""                       # said once its runs are through
-    parts: tuple[Experiment, ...] = ()   # a union: these in turn (each run planned once), then the
-                                         # full check and the report
-
-    @property
-    def result_names(self) -> tuple[str, ...]:
-        return self.results or (self.name,)
-
-    @property
-    def trains(self) -> bool:
-        return self.runs is not None
-
-    @property
-    def fixed_setting(self) -> bool:
-        """EPOCHS and OVERRIDES change training runs: an experiment without any ignores them."""
-        return self.runs is None and not self.parts
-
 
 TABLE2_ROWS = ("simclr", "swav", "mocov2plus", "simsiam", "byol", "dino", "vicreg", "barlow_twins", "wmse",
                "corinfomax", "frossl_nologs", "frossl")
@@ -95,7 +44,7 @@ TABLE3 = Experiment(
     collect=partial(collect_online_top1, epochs=TABLE3_EPOCHS))
 ABLATION = Experiment(
     "ablation", "the FroSSL (no logs) rows of Tables 2 and 3, with the FroSSL rows to compare",
-    rows=("frossl_nologs", "frossl"), datasets=TABLE2.datasets, runs=TABLE_RUNS, results=("table2", "table3"),
+    rows=("frossl_nologs", "frossl"), datasets=TABLE2.datasets, runs=TABLE_RUNS, results=(TABLE2, TABLE3),
     check_own_rows=True, note="ablation: the STL-10 runs also give Table 3's no-logs rows (validated every epoch)")
 FIGURE3 = Experiment(
     "figure3", "5 STL-10 epochs of FroSSL, VICReg, Barlow Twins, SimCLR with eigenvalue tracking",

@@ -30,7 +30,8 @@ def with_variant(exp, opts):
     if rows == exp.rows:
         return exp, opts
     methods = tuple(dict(zip(exp.rows, rows)).get(m, m) for m in opts.methods)
-    return replace(exp, rows=rows), replace(opts, methods=methods)
+    # its result file is still collected by the declared record (variant rows fill the paper's cells)
+    return replace(exp, rows=rows, results=exp.result_records), replace(opts, methods=methods)
 
 
 def paper_row(row: str) -> str:
