@@ -42,7 +42,7 @@ HELP_VAR_METHODS := rows to run, e.g. "frossl vicreg" (empty: all rows of the ta
 HELP_VAR_DATASETS := e.g. cifar10 (empty: all datasets of the target)
 HELP_VAR_SEEDS := e.g. "0 1 2"
 HELP_VAR_EPOCHS := override the epochs of every run (empty: as in the paper; else NOT-COMPARABLE)
-HELP_VAR_PROFILE := paper | short (reduced budgets)
+HELP_VAR_PROFILE := paper | claims, claims-quick, claims-all (make claims)
 HELP_VAR_PROBE := empty (as the config: full) | cached (fast, NOT-COMPARABLE)
 HELP_VAR_OVERRIDES := extra key=value config overrides for every run (NOT-COMPARABLE)
 HELP_VAR_PREPARE_DATA := auto (download, write FFCV files) | none

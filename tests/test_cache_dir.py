@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repro.experiments import TABLE2, Options, run_target
+from repro.experiments.options import Options
+from repro.experiments.run import run_target
+from repro.experiments.table import TABLE2
 from repro.formats.beton import beton_path, find_beton, rebuild_command
 from tests.cifar_fixture import write_torchvision_cifar10
 from tests.conftest import ROOT

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from repro.experiments import EXPERIMENTS, Options
+from repro.experiments.options import Options
+from repro.experiments.table import EXPERIMENTS
 from repro.experiments.summary import help_cost_lines, summarize
 from repro.gpu_check.estimate import range_text
 from tests.conftest import ROOT

@@ -7,7 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from repro.experiments import ALL, EXPERIMENTS, TABLE2, Options, plan_runs, run_target
+from repro.experiments.options import Options
+from repro.experiments.plan import plan_runs
+from repro.experiments.run import run_target
+from repro.experiments.table import ALL, EXPERIMENTS, TABLE2
 from repro.experiments.summary import summarize, summary_lines
 from repro.experiments.state import planned_epochs
 from repro.formats.beton import beton_path

@@ -7,10 +7,10 @@ import shlex
 from pathlib import Path
 
 from repro.cli import UserError
-from repro.experiments.claims import CLAIM_PROFILES, collect_profile, profile_seeds, record_claims, run_claims_target
+from repro.experiments.claims import CLAIM_PROFILES, profile_seeds
 from repro.experiments.data_steps import download
 from repro.experiments.options import CONFIG_VARIANTS, PROFILES, ROOT, Options, words
-from repro.experiments.results import collect, record_short
+from repro.experiments.results import collect
 from repro.experiments.run import run_target
 from repro.experiments.table import COLLECTABLE, EXPERIMENTS
 from repro.experiments.variants import with_variant
@@ -25,15 +25,14 @@ unfinished, skip what is done, evaluate, write results, check them against the p
 Targets (one record each in repro/experiments/table.py; expected values and claims in
 expected_results/<experiment>.yaml):
 {targets}
-Sub-commands: `collect EXPERIMENT` (results from the run folders, no training), `record EXPERIMENT
---profile short` (store measured short-profile values as the reference), `download DATASET`.
+Sub-commands: `collect EXPERIMENT` (results from the run folders, no training), `record claims
+--profile PROFILE` (store a claims profile's measured values as its references), `download DATASET`.
 
 A run is named <dataset>-<row>-seed<S>[suffix] under --out (Figure 3's: figure3-stl10-...), where a
 row is a config name (repro/configs/<dataset>/<row>.yaml). A row whose config is not written yet,
 or whose method is not registered in repro.methods, is reported MISSING and skipped. Suffixes keep
-non-paper runs apart: -short (PROFILE=short), -e<N> (EPOCHS=N), -x<hash> (OVERRIDES=...); any of
-those makes the cells NOT-COMPARABLE to the paper (PROFILE=short cells compare with measured short
-references). --gpus N > 1 launches `torchrun --standalone --nproc_per_node=N -m repro.train` (the
+non-paper runs apart: -e<N> (EPOCHS=N), -x<hash> (OVERRIDES=...); either makes the cells
+NOT-COMPARABLE to the paper. --gpus N > 1 launches `torchrun --standalone --nproc_per_node=N -m repro.train` (the
 global batch split over the N processes); --nnodes M > 1 runs the same command on every machine
 (--node-rank 0..M-1, --master-addr of node 0), node 0 alone evaluating, collecting and checking.
 Before anything runs, every planned run's config is loaded with its overrides, its batch must
@@ -69,7 +68,7 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
     parser.add_argument("--seeds", default="", help="seeds, e.g. '0 1 2' (default 0; the claims profiles: their own)")
     parser.add_argument("--epochs", default="", help="override every run's epochs (NOT-COMPARABLE)")
     parser.add_argument("--profile", default="", choices=["", *PROFILES],
-                        help="the budget: paper, short, or the CPU claims profiles (default: the target's first)")
+                        help="the setting: paper, or the CPU claims profiles (default: the target's first)")
     parser.add_argument("--variant", default="paper", choices=CONFIG_VARIANTS,
                         help="authors: rows with an authors'-code config train it (Table 2's FroSSL row)")
     parser.add_argument("--cache-dir", default="", help="derived files (FFCV); default OUT/cache")
@@ -133,24 +132,22 @@ def collectable(name: str):
 
 def default_seeds(profile: str) -> tuple[int, ...]:
     """SEEDS when not given: 0, or a claims profile's own (expected_results/claims.yaml)."""
-    return profile_seeds(profile) if profile in CLAIM_PROFILES else (0,)
+    return profile_seeds(Options(profile=profile)) if profile in CLAIM_PROFILES else (0,)
 
 
 def record(name: str, opts: Options) -> None:
-    """Measured references: a claims profile's (expected_results/<profile>/claims.yaml), else PROFILE=short's."""
-    if opts.profile in CLAIM_PROFILES:
-        record_claims(opts)
-    else:
-        record_short(name, opts)
+    """Store a collected result's measured cells as the references of its profile."""
+    recorders = [n for n, e in EXPERIMENTS.items() if e.record_references]
+    exp = EXPERIMENTS.get(name)
+    if exp is None or exp.for_profile(opts.profile).record_references is None:
+        raise UserError(f"record {name}: only {', '.join(recorders)} records measured references: "
+                        f"`record {recorders[0]} --profile PROFILE`")
+    exp.for_profile(opts.profile).record_references(opts)
 
 
-SUBCOMMANDS = {"collect": lambda name, opts: collect_profile(opts) if name == "claims" and opts.profile in CLAIM_PROFILES
-               else collect(collectable(name), opts),
+SUBCOMMANDS = {"collect": lambda name, opts: collect(collectable(name).for_profile(opts.profile), opts),
                "record": record,
                "download": lambda name, opts: download(name, opts.data_root(name))}
-# records whose target needs more than run_target's train -> evaluate -> collect -> check: the claims
-# profile first makes CIFAR-10 an image folder and adds a random-initialisation baseline row
-OWN_RUNNERS = {"claims": run_claims_target}
 
 
 def main(argv: list[str]) -> int:
@@ -158,5 +155,5 @@ def main(argv: list[str]) -> int:
     if args.target in SUBCOMMANDS:
         SUBCOMMANDS[args.target](args.name or "", opts)
         return 0
-    experiment, opts = with_variant(EXPERIMENTS[args.target], opts)
-    return OWN_RUNNERS.get(experiment.name, run_target)(experiment, opts)
+    experiment, opts = with_variant(EXPERIMENTS[args.target].for_profile(opts.profile), opts)
+    return (experiment.runner or run_target)(experiment, opts)

@@ -18,7 +18,7 @@ from repro.experiments.variants import paper_row, rows_for
 
 def comparable(spec: RunSpec, opts: Options) -> tuple[bool, str]:
     """A run is comparable when its saved config equals the reference setting (the paper's, or the
-    short profile's for PROFILE=short) in every semantic key (repro.config.NON_SEMANTIC), the samples
+    claims profile's) in every semantic key (repro.config.NON_SEMANTIC), the samples
     each loss saw (train.loss_batch, set by the number of processes: plan.per_process_loss_batch) included."""
     from repro.config import load_config, loss_samples, semantic_diff
     try:

@@ -14,8 +14,6 @@ class Runs:
     # is filled in from the options
     overrides: tuple[str, ...] = ()
     per_dataset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # extra overrides per dataset
-    # expected_results/<name>.yaml files whose profile (PROFILE=short) sets a dataset's epochs; first hit wins
-    profile_epochs_from: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -23,13 +21,16 @@ class Experiment:
     name: str                            # the Make target and `python -m repro.experiments NAME`
     title: str                           # one line of --help
     rows: tuple[str, ...] = ()
-    datasets: tuple[str, ...] = ()       # PROFILE=short may narrow them (the profile's `datasets`)
+    datasets: tuple[str, ...] = ()
     runs: Runs | None = None             # None: no training runs
     takes_datasets: bool = True          # DATASETS selects among `datasets` (False: fixed, DATASETS ignored)
     stop_at_epoch: int | None = None     # end each run (SIGTERM, clean checkpoint) once this epoch is
                                          # validated; not with EPOCHS
     evaluate: bool = True                # linear probe of each finished run
-    profiles: tuple[str, ...] = ("paper", "short")
+    profiles: tuple[str, ...] = ("paper",)   # the PROFILE values it accepts; the first is its default
+    # PROFILE values that plan another record of this target (claims-all: every method at its swept rate)
+    profile_records: Mapping[str, Experiment] = field(default_factory=dict)
+    variants: bool = False               # VARIANT=authors trains the rows' authors'-code configs (variants.py)
     results: tuple[Experiment, ...] = () # the records whose result files it writes and checks; (): itself
     collect: Callable | None = None      # (experiment, options) -> content of results/<name>.json
     plot: Callable | None = None         # (content, png path) -> png path, when the content has curves
@@ -40,6 +41,13 @@ class Experiment:
     note: str = ""                       # said once its runs are through
     parts: tuple[Experiment, ...] = ()   # a union: these in turn (each run planned once), then the
                                          # full check and the report
+    # (experiment, options) -> exit status, in place of run.py's run_target (train -> evaluate ->
+    # collect -> check) when the target needs more (claims: CIFAR-10 as an image folder, a baseline row)
+    runner: Callable | None = None
+    record_references: Callable | None = None   # options -> path: `record NAME` stores measured references
+
+    def for_profile(self, profile: str) -> Experiment:
+        return self.profile_records.get(profile, self)
 
     @property
     def result_records(self) -> tuple[Experiment, ...]:

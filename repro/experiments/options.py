@@ -6,11 +6,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from repro.expected import EXPECTED_DIR, ROOT
+
 CONFIG_DIR = ROOT / "repro" / "configs"
-EXPECTED_DIR = ROOT / "expected_results"
-# PROFILE values: the paper's budgets, the reduced `short` one, and the CPU claims profile (repro/experiments/claims.py)
-PROFILES = ("paper", "short", "claims", "claims-quick", "claims-all")
+# PROFILE values: the paper's setting, and the CPU claims profiles (repro/experiments/claims.py)
+PROFILES = ("paper", "claims", "claims-quick", "claims-all")
 # VARIANT values: `authors` trains repro/configs/<dataset>/<row>_authors.yaml instead of <row>.yaml
 # for the rows that have one (repro/experiments/variants.py AUTHORS_ROWS)
 CONFIG_VARIANTS = ("paper", "authors")
@@ -32,7 +32,7 @@ class Options:
     datasets: tuple[str, ...] = ()  # empty: the target's datasets
     seeds: tuple[int, ...] = (0,)
     epochs: int | None = None       # EPOCHS override (NOT-COMPARABLE)
-    profile: str = "paper"          # paper | short
+    profile: str = "paper"          # one of PROFILES
     probe: str = ""                 # "" (the config's eval.probe) | full | cached
     overrides: tuple[str, ...] = ()
     prepare_data: str = "auto"      # auto | none
@@ -48,6 +48,7 @@ class Options:
     # per-row learning rate ((row, lr), ...; the claims-all sweep): such a row's runs get optim.lr=<lr>
     # and "-lr<lr>" in their folder name (repro/experiments/plan.py run_spec)
     row_lr: tuple[tuple[str, float], ...] = ()
+    expected_dir: Path = EXPECTED_DIR   # the expected and recorded references (tests point it at a copy)
 
     @property
     def world_size(self) -> int:
@@ -75,8 +76,8 @@ class Options:
 
     @property
     def suffix(self) -> str:
-        """Run-folder suffix that keeps non-paper runs apart: -short, -e<N>, -x<hash>."""
-        suffix = "-short" if self.profile == "short" else ""
+        """Run-folder suffix that keeps non-paper runs apart: -e<N>, -x<hash>."""
+        suffix = ""
         if self.epochs is not None:
             suffix += f"-e{self.epochs}"
         if self.overrides:
@@ -88,7 +89,7 @@ class Options:
         # a profile named after the experiment is its own (claims -> claims.json, claims-quick -> claims-quick.json)
         profile = "" if self.profile in ("paper", experiment) else "-" + self.profile.removeprefix(experiment + "-")
         return experiment + profile + \
-            (self.suffix.replace("-short", "") if self.variant else "") + \
+            (self.suffix if self.variant else "") + \
             (f"-{self.config_variant}" if self.config_variant != "paper" else "")
 
     @property

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from functools import partial
 
+from repro.experiments.claims import collect_at_chosen_rates, record_claims, run_claims_target
 from repro.experiments.collect import (collect_claims, collect_linear_regime, collect_online_curves_and_probe,
                                        collect_online_top1, collect_probe_top1, collect_spectra)
 from repro.experiments.commands import figure2_command
@@ -27,16 +28,16 @@ FIGURE3_PROTOCOL = ("optim.name=sgd", "optim.lr=0.1", "optim.min_lr=0.1", "optim
 FIGURE4_WINDOW = 30   # epochs of the figure's per-epoch curves
 
 # Tables 2 and 3 share runs: the STL-10 runs validate every epoch for Table 3's columns.
-TABLE_RUNS = Runs(per_dataset={"stl10": ("eval.online_eval_every=1",)}, profile_epochs_from=("table2", "table3"))
+TABLE_RUNS = Runs(per_dataset={"stl10": ("eval.online_eval_every=1",)})
 
 FIGURE2 = Experiment(
     "figure2", "linear regime, eq. 8 vs the Barlow variant (CPU, about a minute; repro/linear_regime.py)",
-    profiles=("paper",), collect=collect_linear_regime, copy_figure="figure2/figure2.png",
+    collect=collect_linear_regime, copy_figure="figure2/figure2.png",
     script=figure2_command, done_file="figure2/figure2.json")
 TABLE2 = Experiment(
     "table2", "linear probe top-1, 12 rows x CIFAR-10 / CIFAR-100 (1000 ep.) / STL-10 (500 ep.)",
     rows=TABLE2_ROWS, datasets=("cifar10", "cifar100", "stl10"), runs=TABLE_RUNS,
-    collect=collect_probe_top1)
+    collect=collect_probe_top1, variants=True)
 TABLE3 = Experiment(
     "table3", "STL-10 online top-1 at epochs 3-100: Table 2's STL-10 runs, stopped once epoch 100 is validated",
     rows=tuple(r for r in TABLE2_ROWS if r != "corinfomax"),   # no CorInfoMax row in Table 3
@@ -49,12 +50,12 @@ ABLATION = Experiment(
 FIGURE3 = Experiment(
     "figure3", "5 STL-10 epochs of FroSSL, VICReg, Barlow Twins, SimCLR with eigenvalue tracking",
     rows=("frossl", "vicreg", "barlow_twins", "simclr"), datasets=("stl10",), takes_datasets=False,
-    runs=Runs(prefix="figure3-", overrides=FIGURE3_PROTOCOL), evaluate=False, profiles=("paper",),
+    runs=Runs(prefix="figure3-", overrides=FIGURE3_PROTOCOL), evaluate=False,
     collect=collect_spectra, plot=plot_figure3)
 FIGURE4 = Experiment(
     "figure4", "ImageNet, FroSSL vs Barlow Twins, 100 epochs, online top-1/top-5 per epoch, probe",
     rows=("frossl", "barlow_twins"), datasets=("imagenet",), takes_datasets=False,
-    runs=Runs(overrides=("eval.online_eval_every=1",), profile_epochs_from=("figure4",)),
+    runs=Runs(overrides=("eval.online_eval_every=1",)),
     collect=partial(collect_online_curves_and_probe, window=FIGURE4_WINDOW),
     plot=partial(plot_figure4, window=FIGURE4_WINDOW))
 # The CPU claims profile (docs/claims.md): small versions of Table 3's, Figure 3's and the ablation's
@@ -72,11 +73,6 @@ CLAIMS_PROTOCOL = ("data.dataset=imagefolder", "data.image_size=32", "data.downl
                    "train.spectra_every=5")
 CLAIMS_ROWS = ("frossl", "barlow_twins", "vicreg", "simclr", "frossl_nologs")
 CLAIMS_RANDOM_INIT_ROW = CLAIMS_ROWS[0]   # its runs' encoders at initialisation give the random-init baseline row
-CLAIMS = Experiment(
-    "claims", "CPU profile on real CIFAR-10: Table 3's early-learning, Figure 3's and the ablation's claims, 3 seeds",
-    rows=CLAIMS_ROWS, datasets=("cifar10",), takes_datasets=False,
-    runs=Runs(prefix="claims-", overrides=CLAIMS_PROTOCOL), profiles=("claims", "claims-quick"),
-    collect=collect_claims, check_own_rows=True)
 # PROFILE=claims-all (docs/claims.md): the same schedule for FroSSL, all nine baselines and the ablation,
 # each row at its own learning rate, chosen by a seed-0 sweep (repro/experiments/claims.py); not a
 # target of its own: `make claims PROFILE=claims-all` selects it, its results are the claims experiment's.
@@ -85,7 +81,13 @@ CLAIMS_ALL = Experiment(
     "claims", "CPU profile on real CIFAR-10: every method at its swept learning rate, 3 seeds",
     rows=CLAIMS_ALL_ROWS, datasets=("cifar10",), takes_datasets=False,
     runs=Runs(prefix="claims-all-", overrides=CLAIMS_PROTOCOL), profiles=("claims-all",),
-    collect=collect_claims, check_own_rows=True)
+    collect=collect_at_chosen_rates, check_own_rows=True, runner=run_claims_target, record_references=record_claims)
+CLAIMS = Experiment(
+    "claims", "CPU profile on real CIFAR-10: Table 3's early-learning, Figure 3's and the ablation's claims, 3 seeds",
+    rows=CLAIMS_ROWS, datasets=("cifar10",), takes_datasets=False,
+    runs=Runs(prefix="claims-", overrides=CLAIMS_PROTOCOL), profiles=("claims", "claims-quick"),
+    profile_records={"claims-all": CLAIMS_ALL}, collect=collect_claims, check_own_rows=True,
+    runner=run_claims_target, record_references=record_claims)
 
 ALL = Experiment("all", "all of the above, then the full check and the report",
                  parts=(FIGURE2, TABLE2, TABLE3, FIGURE3, FIGURE4))
