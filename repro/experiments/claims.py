@@ -19,15 +19,16 @@ import json
 import pickle
 from dataclasses import replace
 from pathlib import Path
+from typing import get_args
 
 import yaml
 
 from repro.cli import UserError
-from repro.experiments.options import Options
+from repro.experiments.options import Options, Profile
 
 IMAGE_FOLDER = "cifar10-images"   # under DATA_DIR: the claims runs' data.root
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-CLAIM_PROFILES = ("claims", "claims-quick", "claims-all")
+CLAIM_PROFILES = tuple(p for p in get_args(Profile) if p != "paper")
 DIVERGED = "diverged.json"   # repro.train.DIVERGED (not imported: planning runs without torch)
 MINUTES_PER_RUN = 3.5        # one run of the schedule with its probe on 2 idle cores (docs/claims.md, measured)
 
