@@ -329,7 +329,7 @@ def _run_target(exp: Experiment, opts: Options, progress: Progress | None) -> in
     if exp.parts:
         return run_union(exp, opts)
     if opts.profile not in exp.profiles:
-        raise UserError(f"PROFILE={opts.profile}: {exp.name} has only the paper's setting (it is cheap already)")
+        raise UserError(f"PROFILE={opts.profile}: {exp.name} runs only with PROFILE={' or '.join(exp.profiles)}")
     runner = Runner(opts, progress)
     runner.say(f"{exp.name}: out={opts.out} gpus={opts.gpus} profile={opts.profile}"
                + (f" nodes={opts.nnodes} node_rank={opts.node_rank} master={opts.master_addr}:{opts.master_port}"
