@@ -347,7 +347,7 @@ def test_all_restricted_to_imagenet_skips_the_parts_without_it(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# table2: nothing selected by METHODS/DATASETS/PROFILE, skipped" in result.stdout
     assert "# table3: nothing selected by METHODS/DATASETS/PROFILE, skipped" in result.stdout
-    assert "name=imagenet-frossl-seed0 " in result.stdout
+    assert "-m repro.train repro/configs/imagenet/frossl.yaml name=imagenet-frossl-seed0" in result.stdout
 
 
 @pytest.mark.slow
