@@ -23,7 +23,7 @@ from repro.atomic import atomic_write_text
 from repro.cli import UserError, run_cli
 # the readers live in repro/expected.py; re-exported here for callers of repro.check
 from repro.expected import (EXPECTED_DIR, ROOT, as_number, load_expected, load_measured_reference,  # noqa: F401
-                            load_results, load_short_reference)
+                            load_results)
 from repro.references import ORDER, cell_source, second_reference
 
 OWN_RUN = "own_run"   # the source key of a value the paper measured itself (no parenthesis in the verdict)
@@ -32,7 +32,7 @@ STATUSES = ("PASS", "FAIL", "MISSING", "NOT-COMPARABLE", "NO-REFERENCE", "NOT-DE
 
 @dataclass
 class Row:
-    experiment: str          # "table2", "table2[EPOCHS=5]", "table2[short]"
+    experiment: str          # "table2", "table2[EPOCHS=5]", "claims[claims-quick]"
     cell: str                # "cifar10/frossl" or a claim id
     paper: float | str | None
     measured: float | str | None
@@ -275,9 +275,8 @@ def run_check(results_dir: Path, *, expected_dir: Path = EXPECTED_DIR, only: lis
                             f"{', '.join(n for n in ORDER if n in specs)}"
                             + "".join(f", {n}" for n in sorted(specs) if n not in ORDER))
     if profile is not None:
-        # the paper's and the short profile first, then the claims profiles
-        profiles = ["paper"] + sorted({p for spec in specs.values() for p in (spec.get("profiles") or {})},
-                                      key=lambda p: (p != "short", p))
+        # the paper's first, then the reduced ones (the claims profiles)
+        profiles = ["paper"] + sorted({p for spec in specs.values() for p in (spec.get("profiles") or {})})
         if profile not in profiles:
             raise UserError(f"--profile {profile}: no such profile in {expected_dir}: choose "
                             f"{' or '.join(profiles)}")
@@ -296,8 +295,6 @@ def run_check(results_dir: Path, *, expected_dir: Path = EXPECTED_DIR, only: lis
         if not any(r["profile"] == "paper" and not r["variant"] for r in mine) and profile in (None, "paper") \
                 and not variant:
             mine.insert(0, None)  # the paper's cells are always listed: MISSING until measured
-        if profile == "short" and not mine:
-            mine = [{"experiment": name, "profile": "short", "variant": variant or "", "cells": {}}]
         for result in mine:
             out.extend(check_experiment(specs[name], result, rows=rows, expected_dir=expected_dir))
     return out
@@ -361,7 +358,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--only", default="", help="comma-separated experiments (table2,table3,figure2,...)")
     parser.add_argument("--rows", default="", help="comma-separated rows (config names), e.g. frossl,frossl_nologs")
     parser.add_argument("--variant", default=None, help="only results of this variant (e.g. 'EPOCHS=5'; '' = none)")
-    parser.add_argument("--profile", default=None, help="only results of this profile (paper, short)")
+    parser.add_argument("--profile", default=None, help="only results of this profile (paper, claims, ...)")
     parser.add_argument("--save-as", default="check", help="file stem of the saved table (default check)")
     parser.add_argument("--strict", action="store_true", help="also exit 1 when a cell is MISSING")
     args = parser.parse_args(argv)

@@ -103,13 +103,9 @@ def load_expected(expected_dir: Path = EXPECTED_DIR) -> dict[str, dict]:
     return specs
 
 
-def load_short_reference(experiment: str, expected_dir: Path = EXPECTED_DIR) -> dict | None:
-    return load_measured_reference(experiment, "short", expected_dir)
-
-
 def load_measured_reference(experiment: str, profile: str, expected_dir: Path = EXPECTED_DIR) -> dict | None:
     """expected_results/<profile>/<experiment>.yaml: the values this project measured under a
-    reduced profile (short, claims, claims-quick) and recorded with its own command; None if absent."""
+    reduced profile (claims, claims-quick, claims-all) and recorded with its own command; None if absent."""
     path = Path(expected_dir) / profile / f"{experiment}.yaml"
     if not path.exists():
         return None

@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from repro.experiments import Options, run_target
+from repro.experiments.options import Options
+from repro.experiments.run import run_target
+from repro.experiments.table import TABLE2
 from repro.formats.beton import beton_path, find_beton, rebuild_command
 from tests.cifar_fixture import write_torchvision_cifar10
 from tests.conftest import ROOT
@@ -71,7 +73,7 @@ def test_cifar_target_with_a_read_only_data_folder_writes_the_ffcv_file_to_the_c
     set_writable(data, False)
     before = snapshot(data)
     try:
-        run_target("table2", opts)
+        run_target(TABLE2, opts)
         output = capfd.readouterr()
         assert snapshot(data) == before                           # nothing created or changed in the data folder
         beton = cache / "ffcv" / "cifar10_train.beton"
@@ -84,7 +86,7 @@ def test_cifar_target_with_a_read_only_data_folder_writes_the_ffcv_file_to_the_c
 
         # a second target run reuses the verified file: no converter, the file untouched
         written = beton.stat().st_mtime_ns
-        run_target("table2", Options(**{**opts.__dict__, "dry_run": True}))
+        run_target(TABLE2, Options(**{**opts.__dict__, "dry_run": True}))
         output = capfd.readouterr()
         assert f"# data: {beton} exists (manifest complete), reused" in output.out
         assert "data_prep" not in output.out and beton.stat().st_mtime_ns == written

@@ -1,5 +1,5 @@
-"""The checker on hand-written result files: PASS, FAIL (exit 1), MISSING, NOT-COMPARABLE, claims,
-the short profile; and the transcription of the paper's tables is self-consistent."""
+"""The checker on hand-written result files: PASS, FAIL (exit 1), MISSING, NOT-COMPARABLE, claims;
+and the transcription of the paper's tables is self-consistent."""
 import json
 import subprocess
 import sys
@@ -114,32 +114,6 @@ def test_only_and_rows_filters(tmp_path):
     assert any(r.cell == "frossl_beats_nologs" and r.status == "MISSING" for r in rows)  # needs CIFAR-100, STL-10
 
 
-def test_short_profile_is_missing_until_measured_and_recorded(tmp_path):
-    results = tmp_path / "results"
-    write_result(results, "table2", {"cifar10/frossl": cell(88.0)}, profile="short")
-    rows = [r for r in run_check(results) if r.experiment == "table2[short]"]
-    assert rows and all(r.status == "MISSING" and r.paper is None for r in rows)
-    assert any(r.cell == "cifar10/frossl" and r.measured == 88.0 for r in rows)
-    # once a measured reference is recorded (expected/short/table2.yaml), the cell is checked
-    expected = tmp_path / "expected"
-    expected.mkdir()
-    for path in EXPECTED_DIR.glob("*.yaml"):
-        (expected / path.name).write_text(path.read_text())
-    (expected / "short").mkdir()
-    (expected / "short" / "table2.yaml").write_text(yaml.safe_dump({"experiment": "table2", "profile": "short", "cells": {
-        "cifar10/frossl": {"value": 88.4, "tolerance": 1.0, "command": "make table2 PROFILE=short",
-                           "hardware": "1x test GPU", "date": "2026-01-01"}}}))
-    rows = {r.cell: r for r in run_check(results, expected_dir=expected) if r.experiment == "table2[short]"}
-    assert rows["cifar10/frossl"].status == "PASS" and rows["cifar10/frossl"].paper == 88.4
-    assert rows["cifar10/simclr"].status == "MISSING"
-
-
-def test_shipped_short_references_are_measured_not_guessed():
-    for path in (EXPECTED_DIR / "short").glob("*.yaml"):
-        for name, entry in (yaml.safe_load(path.read_text()).get("cells") or {}).items():
-            assert entry.get("command") and entry.get("hardware") and entry.get("date"), (path, name)
-
-
 def test_transcription_of_tables_is_consistent():
     specs = load_expected()
     table2, table3 = specs["table2"], specs["table3"]
@@ -159,34 +133,6 @@ def test_transcription_of_tables_is_consistent():
         for key in ("title", "source", "metric", "protocol"):
             assert spec.get(key), (spec["experiment"], key)
         assert spec["tolerance"]["rationale"]
-
-
-def test_record_stores_measured_short_values_with_provenance(tmp_path, monkeypatch):
-    """`python -m repro.experiments record table2 --profile short` turns comparable measured
-    short-profile cells into the reference, with command, hardware and date; then they are checked."""
-    from repro import experiments
-    from repro.experiments import Options, record_short
-    expected = tmp_path / "expected"
-    expected.mkdir()
-    for path in EXPECTED_DIR.glob("*.yaml"):
-        (expected / path.name).write_text(path.read_text())
-    monkeypatch.setattr(experiments, "EXPECTED_DIR", expected)
-    out = tmp_path / "runs"
-    (out / "results").mkdir(parents=True)
-    (out / "results" / "table2-short.json").write_text(json.dumps({
-        "experiment": "table2", "profile": "short", "variant": "", "created": "2026-11-25T00:00:00+00:00",
-        "environment": {"gpu": "NVIDIA H100", "gpu_count": 1, "torch": "2.x", "cuda": "13.0", "git_commit": "abc"},
-        "cells": {"cifar10/frossl": cell(88.04), "cifar10/vicreg": cell(80.0, False, "optim.lr differs")}}))
-    with pytest.raises(Exception, match="short-profile result"):
-        record_short("table2", Options(out=out))                     # the paper profile: refused
-    path = record_short("table2", Options(out=out, profile="short"))
-    recorded = yaml.safe_load(path.read_text())["cells"]
-    assert list(recorded) == ["cifar10/frossl"]                      # only comparable cells
-    entry = recorded["cifar10/frossl"]
-    assert entry["value"] == 88.04 and entry["hardware"].startswith("1x NVIDIA H100") and entry["date"] == "2026-11-25"
-    assert "PROFILE=short" in entry["command"]
-    rows = {r.cell: r for r in run_check(out / "results", expected_dir=expected) if r.experiment == "table2[short]"}
-    assert rows["cifar10/frossl"].status == "PASS" and rows["cifar10/vicreg"].status == "MISSING"
 
 
 # ---- bad input: one line `error: <problem>: <fix>`, exit 2, nothing saved -------------------------
@@ -243,9 +189,9 @@ def test_unknown_only_and_profile_are_one_line_errors(tmp_path):
     line = one_error_line(check_cli("--results", results, "--only", "table2,tabel3"))
     assert "--only tabel3" in line and "table3" in line.split("choose from")[1]
     line = one_error_line(check_cli("--results", results, "--profile", "shrt"))
-    assert "--profile shrt" in line and "paper or short" in line
+    assert "--profile shrt" in line and "paper or claims or claims-all or claims-quick" in line
     assert not (results / "check.txt").exists()
-    assert check_cli("--results", results, "--only", "table2", "--profile", "short").returncode == 0
+    assert check_cli("--results", results, "--only", "table2", "--profile", "paper").returncode == 0
 
 
 def test_corrupt_result_json_keeps_the_saved_check(tmp_path):

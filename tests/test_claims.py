@@ -13,8 +13,8 @@ import pytest
 import torch
 import yaml
 
-import repro.experiments as experiments_package
 from repro.check import run_check
+from repro.cli import UserError
 from repro.experiments.claims import record_claims
 from repro.experiments.options import Options
 from repro.experiments.table import CLAIMS_RANDOM_INIT_ROW
@@ -61,8 +61,11 @@ def test_claims_seeds_from_the_command_line_win(tmp_path):
 
 
 def test_claims_rejects_another_profile(tmp_path):
+    from repro.experiments.cli import main
+    with pytest.raises(UserError, match="make claims PROFILE=paper: the claims target has the profiles"):
+        main(["claims", "--profile", "paper", "--dry-run", "--out", str(tmp_path)])
     result = make("-n", "claims", f"OUT={tmp_path}", "PROFILE=short")
-    assert result.returncode != 0 and "error: make claims PROFILE=short" in result.stderr
+    assert result.returncode != 0 and "PROFILE" in result.stderr and "claims-quick" in result.stderr
 
 
 def test_make_n_table2_variant_authors(tmp_path):
@@ -241,7 +244,6 @@ def test_sweep_choice_rule(tmp_path):
 def test_record_claims_all_writes_the_sweep_with_provenance(tmp_path, monkeypatch):
     expected = tmp_path / "expected"
     shutil.copytree(ROOT / "expected_results", expected)
-    monkeypatch.setattr(experiments_package, "EXPECTED_DIR", expected)
     results = tmp_path / "results"
     results.mkdir()
     (results / "claims-all.json").write_text(json.dumps(
@@ -253,7 +255,7 @@ def test_record_claims_all_writes_the_sweep_with_provenance(tmp_path, monkeypatc
              "environment": {"torch": "2.14.1", "git_commit": "a" * 40}, "rule": "best probe",
              "rows": {"frossl": {"chosen": 0.2, "why": "best", "runs": [{"lr": 0.2, "probe_top1": 33.0}]}}}
     (results / "claims-all-sweep.json").write_text(json.dumps(sweep))
-    record_claims(Options(out=tmp_path, profile="claims-all"))
+    record_claims(Options(out=tmp_path, profile="claims-all", expected_dir=expected))
     recorded = yaml.safe_load((expected / "claims-all" / "sweep.yaml").read_text())
     assert recorded["command"] == "make claims PROFILE=claims-all" and recorded["date"] == "2026-12-07"
     assert recorded["commit"] == "a" * 40 and recorded["hardware"] and recorded["lr_sweep"] == [0.05, 0.2, 0.8]
@@ -262,8 +264,8 @@ def test_record_claims_all_writes_the_sweep_with_provenance(tmp_path, monkeypatc
     # a sweep that chose another rate than the collected runs trained at is not recorded
     sweep["rows"]["frossl"]["chosen"] = 0.8
     (results / "claims-all-sweep.json").write_text(json.dumps(sweep))
-    with pytest.raises(experiments_package.UserError, match="chose"):
-        record_claims(Options(out=tmp_path, profile="claims-all"))
+    with pytest.raises(UserError, match="chose"):
+        record_claims(Options(out=tmp_path, profile="claims-all", expected_dir=expected))
 
 
 def test_the_planner_reads_the_trainers_divergence_marker():
@@ -281,11 +283,10 @@ def test_claims_without_results_are_not_listed_as_passing(tmp_path):
 def test_record_writes_provenance_and_spread_tolerances(tmp_path, monkeypatch):
     expected = tmp_path / "expected"
     shutil.copytree(ROOT / "expected_results", expected)
-    monkeypatch.setattr(experiments_package, "EXPECTED_DIR", expected)
     results = tmp_path / "results"
     claims_result(results, {"probe_top1/frossl": cell(40.0, 2.0), "probe_top1/random_init": cell(30.0, 0.01),
                             "entropy/frossl": {**cell(2.0, 0.1), "comparable": False}})
-    out = record_claims(Options(out=tmp_path, profile="claims"))
+    out = record_claims(Options(out=tmp_path, profile="claims", expected_dir=expected))
     assert out == expected / "claims" / "claims.yaml"
     text = out.read_text()
     assert "recorded by `python -m repro.experiments record claims --profile claims`" in text
@@ -357,13 +358,13 @@ def test_a_committed_sweep_sits_beside_its_references_with_provenance():
     from repro.experiments.claims import CLAIM_PROFILES, profile_spec
     for profile in CLAIM_PROFILES:
         folder = ROOT / "expected_results" / profile
-        sweeps = bool(profile_spec(profile).get("lr_sweep"))
+        sweeps = bool(profile_spec(Options(profile=profile)).get("lr_sweep"))
         assert (folder / "sweep.yaml").exists() == (sweeps and (folder / "claims.yaml").exists()), profile
         if not (folder / "sweep.yaml").exists():
             continue
         sweep = yaml.safe_load((folder / "sweep.yaml").read_text())
         assert sweep["command"] == f"make claims PROFILE={profile}" and sweep["hardware"] and sweep["date"]
-        assert re.fullmatch(r"[0-9a-f]{40}", sweep["commit"]) and sweep["lr_sweep"] == profile_spec(profile)["lr_sweep"]
+        assert re.fullmatch(r"[0-9a-f]{40}", sweep["commit"]) and sweep["lr_sweep"] == profile_spec(Options(profile=profile))["lr_sweep"]
         for name, cell in yaml.safe_load((folder / "claims.yaml").read_text())["cells"].items():
             row = name.split("/")[1]
             stem = CLAIMS_RANDOM_INIT_ROW if row == "random_init" else row
@@ -424,10 +425,10 @@ def test_tiny_claims_all_end_to_end(tmp_path, monkeypatch, capsys):
     from repro.experiments.table import CLAIMS_ALL_ROWS
     from repro.gpu_check.data import unpack_archive
     images = unpack_archive(SHARED_CIFAR, tmp_path / "cifar", {"train": 2, "test": 1})
-    spec = {**claims.profile_spec("claims-all"), "lr_sweep": [0.2], "seeds": [0]}
-    monkeypatch.setattr(claims, "profile_spec", lambda profile: spec if profile == "claims-all" else {})
+    spec = {**claims.profile_spec(Options(profile="claims-all")), "lr_sweep": [0.2], "seeds": [0]}
+    monkeypatch.setattr(claims, "profile_spec", lambda opts: spec if opts.profile == "claims-all" else {})
     monkeypatch.setattr(Runner, "_run", in_process)
-    preflight = importlib.import_module("repro.experiments.preflight")   # the package exports a function of that name
+    import repro.experiments.preflight as preflight
     monkeypatch.setattr(preflight, "planned_config", whitening_16(preflight.planned_config))
     out = tmp_path / "runs"
     threads = torch.get_num_threads()

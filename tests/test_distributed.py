@@ -177,7 +177,7 @@ def test_a_changed_loss_batch_is_refused_or_planned_apart_and_not_comparable(tmp
     """The trainer's and the preflight's one check (repro.config.loss_batch_problem), the planner's
     per-process runs (-lb<N>, NOT-COMPARABLE) and the check table's reason."""
     from repro.config import load_config, loss_batch_problem
-    from repro.experiments import Options
+    from repro.experiments.options import Options
     from repro.experiments.collect import comparable
     from repro.experiments.plan import run_spec
     from repro.experiments.table import EXPERIMENTS

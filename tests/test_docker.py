@@ -286,8 +286,8 @@ def test_make_download_fills_every_dataset_into_data_dir():
 def test_download_imagenet_checks_the_layout_it_cannot_download(tmp_path, capsys):
     """ImageNet is put in place by hand: a val/ of loose images (as its archive unpacks) is refused,
     an empty class folder too, sorted folders pass with their counts."""
-    from repro import experiments
     from repro.cli import run_cli
+    from repro.experiments.cli import main
     net = tmp_path / "imagenet"
     for split, images in (("train", 3), ("val", 0)):
         for wnid in ("n01440764", "n01443537"):
@@ -298,7 +298,7 @@ def test_download_imagenet_checks_the_layout_it_cannot_download(tmp_path, capsys
 
     def download():
         with pytest.raises(SystemExit) as exit_info:
-            run_cli(experiments.main, ["download", "imagenet", "--data-dir", str(tmp_path)])
+            run_cli(main, ["download", "imagenet", "--data-dir", str(tmp_path)])
         out = capsys.readouterr()
         return exit_info.value.code, out.out + out.err
 

@@ -43,16 +43,16 @@ def all_modules() -> dict[str, Path]:
     return {module_name(p): p for package in PACKAGES for p in sorted((ROOT / package).rglob("*.py"))}
 
 
-def imports_of(path: Path, modules: dict[str, Path]) -> set[str]:
-    """The project modules `path` imports at run time. `from pkg import name` names the submodule
-    pkg.name when there is one (importing a submodule is not a dependency on its package's
-    re-exports); imports under `if TYPE_CHECKING:` are left out."""
+def imports_of(path: Path, modules: dict[str, Path], type_only: bool = False) -> set[str]:
+    """The project modules `path` imports, at module level or inside a function. `from pkg import
+    name` names the submodule pkg.name when there is one (importing a submodule is not a dependency
+    on its package's re-exports); imports under `if TYPE_CHECKING:` only with `type_only`."""
     tree = ast.parse(path.read_text())
-    type_only = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
-                 and "TYPE_CHECKING" in ast.unparse(block.test) for n in ast.walk(block)}
+    annotations = {id(n) for block in ast.walk(tree) if isinstance(block, ast.If)
+                   and "TYPE_CHECKING" in ast.unparse(block.test) for n in ast.walk(block)}
     found = set()
     for node in ast.walk(tree):
-        if id(node) in type_only:      # annotations only, never executed
+        if id(node) in annotations and not type_only:      # annotations only, never executed
             continue
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.split(".")[0] in PACKAGES}
@@ -96,14 +96,16 @@ def test_every_import_goes_to_the_same_layer_or_below():
     assert not wrong, "imports reaching up a layer:\n" + "\n".join(wrong)
 
 
-def test_no_import_circles():
-    """Between modules, not counting a package's own re-exports of its submodules (an __init__
-    that imports its children is the package's public face, not a dependency of theirs on it)."""
-    modules = all_modules()
-    graph = {}
-    for module, path in modules.items():
-        graph[module] = {t for t in imports_of(path, modules) if t in modules
-                         and not (modules[module].name == "__init__.py" and t.startswith(module + "."))}
+def import_graph(modules: dict[str, Path]) -> dict[str, set[str]]:
+    """module -> the modules it imports (function-level and TYPE_CHECKING imports included), not
+    counting a package's own imports of its submodules (an __init__ that imports its children is the
+    package's public face, not a dependency of theirs on it)."""
+    return {module: {t for t in imports_of(path, modules, type_only=True) if t in modules
+                     and not (path.name == "__init__.py" and t.startswith(module + "."))}
+            for module, path in modules.items()}
+
+
+def circles_of(graph: dict[str, set[str]]) -> list[str]:
     state: dict[str, int] = {}   # 1 on the stack, 2 done
     circles = []
 
@@ -120,7 +122,28 @@ def test_no_import_circles():
     for module in sorted(graph):
         if module not in state:
             visit(module, [])
+    return circles
+
+
+def test_no_import_circles():
+    """No modules import each other in a circle, counting imports inside functions and under
+    `if TYPE_CHECKING:` (a circle there still ties the modules together)."""
+    circles = circles_of(import_graph(all_modules()))
     assert not circles, "import circles:\n" + "\n".join(circles)
+
+
+def test_the_checker_sees_a_circle_through_a_function_level_import(tmp_path):
+    """Two modules, one importing the other at module level, the other back inside a function or
+    only for annotations: a circle either way; without the way back, none."""
+    a, b = tmp_path / "a.py", tmp_path / "b.py"
+    a.write_text("from repro.fake_b import g\n")
+    modules = {"repro.fake_a": a, "repro.fake_b": b}
+    for back in ("def f():\n    from repro.fake_a import x\n",
+                 "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from repro.fake_a import x\n"):
+        b.write_text(back)
+        assert circles_of(import_graph(modules)) == ["repro.fake_a -> repro.fake_b -> repro.fake_a"]
+    b.write_text("import json\n")
+    assert circles_of(import_graph(modules)) == []
 
 
 def test_the_checker_sees_an_upward_import(tmp_path):

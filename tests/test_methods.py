@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from repro.cli import UserError
 from repro.config import ConfigError, load_config
-from repro.experiments import TABLE2_DATASETS, TABLE_ROWS
+from repro.experiments.table import TABLE2
 from repro.method_args import METHOD_ARGS
 from repro.methods import METHODS, build_method, cosine_momentum
 from repro.optim import build_optimizer
@@ -57,8 +57,8 @@ def sgd(method, lr=0.05):
 
 # ---- the switch: every Table 2 row is a registered method with a config per dataset ---------------
 
-@pytest.mark.parametrize("dataset", TABLE2_DATASETS)
-@pytest.mark.parametrize("row", TABLE_ROWS)
+@pytest.mark.parametrize("dataset", TABLE2.datasets)
+@pytest.mark.parametrize("row", TABLE2.rows)
 def test_every_table2_cell_has_a_config_that_builds(row, dataset):
     path = ROOT / "repro/configs" / dataset / f"{row}.yaml"
     assert path.exists(), f"{path} missing"

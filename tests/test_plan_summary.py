@@ -7,7 +7,10 @@ from dataclasses import replace
 
 import pytest
 
-from repro.experiments import ALL, EXPERIMENTS, TABLE2, Options, plan_runs, run_target
+from repro.experiments.options import Options
+from repro.experiments.plan import plan_runs
+from repro.experiments.run import run_target
+from repro.experiments.table import ALL, EXPERIMENTS, TABLE2
 from repro.experiments.summary import summarize, summary_lines
 from repro.experiments.state import planned_epochs
 from repro.formats.beton import beton_path
@@ -23,7 +26,7 @@ pytestmark = pytest.mark.skipif(not (ROOT / "repro/configs/cifar10/frossl.yaml")
 
 def dry_run(target: str, opts: Options, capsys) -> tuple[list[str], list[str]]:
     """(run names of the train commands, run folders of the evaluate commands) a dry run prints."""
-    run_target(target, replace(opts, dry_run=True))
+    run_target(EXPERIMENTS[target], replace(opts, dry_run=True))
     out = capsys.readouterr().out
     plan = re.search(r"# plan: \S+: (\d+) distinct training runs \((\d+) new", out)   # printed at the start
     assert plan and out.index("# plan:") < out.index("-m repro.train"), out[:2000]

@@ -8,7 +8,8 @@ import time
 import pytest
 
 from repro.cli import run_cli
-from repro.experiments import config_path, main
+from repro.experiments.cli import main
+from repro.experiments.plan import config_path
 
 preflight = importlib.import_module("repro.experiments.preflight")   # the module, not the function
 
@@ -94,7 +95,7 @@ def test_shared_memory_need_is_the_loader_arithmetic():
     from dataclasses import replace
 
     from repro.config import load_config
-    from repro.experiments import Options
+    from repro.experiments.options import Options
     cfg = load_config(config_path("cifar10", "frossl"), ["data.num_workers=4", "data.loader=torchvision"])
     need, how = preflight.shm_need(cfg, Options(gpus=2))
     assert need == 2 * 4 * 2 * (256 // 2) * 2 * 3 * 32 * 32 * 4 and how.startswith("training: ")
@@ -107,7 +108,7 @@ def test_shared_memory_need_counts_the_imagenet_probe():
     training's batch of 224 / 4 GPUs: the estimate is the probe's, and a run that is not evaluated
     is estimated from its training loader alone."""
     from repro.config import load_config
-    from repro.experiments import Options
+    from repro.experiments.options import Options
     if not config_path("imagenet", "frossl").exists():
         pytest.skip("repro/configs/imagenet/frossl.yaml not written")
     cfg = load_config(config_path("imagenet", "frossl"), ["data.num_workers=8", "data.loader=ffcv"])
@@ -132,7 +133,9 @@ def test_too_little_shared_memory_for_the_imagenet_probe_names_ipc_host(tmp_path
 
 
 def test_a_plan_that_fits_passes_and_says_what_it_checked(tmp_path, capsys, cifar_present, monkeypatch):
-    from repro.experiments import TABLE2, Options, plan_runs
+    from repro.experiments.options import Options
+    from repro.experiments.plan import plan_runs
+    from repro.experiments.table import TABLE2
     monkeypatch.setattr(preflight.PROBES, "free_bytes", lambda path: 10**12)
     monkeypatch.setattr(preflight.PROBES, "shm_bytes", lambda: 10**10)
     opts = Options(out=tmp_path / "runs", data_dir=str(tmp_path / "data"), methods=("frossl",), datasets=("cifar10",))

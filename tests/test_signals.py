@@ -11,7 +11,8 @@ import time
 
 import pytest
 
-from repro.experiments import Options, Runner
+from repro.experiments.options import Options
+from repro.experiments.run import Runner
 from repro.experiments.run import STOP, alive, descendants
 from repro.faults import final_weights, identical
 from tests.conftest import ROOT

@@ -8,9 +8,9 @@ from dataclasses import replace
 
 import pytest
 
-from repro.experiments import (ABLATION_ROWS, FIGURE3_ROWS, FIGURE4_ROWS, TABLE2_DATASETS, TABLE3_ROWS, TABLE_ROWS,
-                               config_path)
 from repro.config import PER_PROCESS_ONLY
+from repro.experiments.plan import config_path
+from repro.experiments.table import ABLATION, FIGURE3, FIGURE4, TABLE2, TABLE3
 from tests.conftest import ROOT, SHARED_CIFAR
 
 TARGETS = ["figure2", "table2", "table3", "ablation", "figure3", "figure4", "all"]
@@ -32,15 +32,15 @@ def make(*args, timeout=300):
 def expected_runs(target):
     """(run name, config) pairs a target launches, as the planner names them."""
     if target == "table2":
-        return [(f"{d}-{r}-seed0", config_path(d, r)) for d in TABLE2_DATASETS for r in TABLE_ROWS]
+        return [(f"{d}-{r}-seed0", config_path(d, r)) for d in TABLE2.datasets for r in TABLE2.rows]
     if target == "table3":
-        return [(f"stl10-{r}-seed0", config_path("stl10", r)) for r in TABLE3_ROWS]
+        return [(f"stl10-{r}-seed0", config_path("stl10", r)) for r in TABLE3.rows]
     if target == "ablation":
-        return [(f"{d}-{r}-seed0", config_path(d, r)) for d in TABLE2_DATASETS for r in ABLATION_ROWS]
+        return [(f"{d}-{r}-seed0", config_path(d, r)) for d in TABLE2.datasets for r in ABLATION.rows]
     if target == "figure3":
-        return [(f"figure3-stl10-{r}-seed0", config_path("stl10", r)) for r in FIGURE3_ROWS]
+        return [(f"figure3-stl10-{r}-seed0", config_path("stl10", r)) for r in FIGURE3.rows]
     if target == "figure4":
-        return [(f"imagenet-{r}-seed0", config_path("imagenet", r)) for r in FIGURE4_ROWS]
+        return [(f"imagenet-{r}-seed0", config_path("imagenet", r)) for r in FIGURE4.rows]
     return []
 
 
@@ -136,7 +136,9 @@ def test_make_figure2_end_to_end(tmp_path):
 
 def test_gpu_count_must_divide_the_global_batch(tmp_path):
     from repro.cli import UserError
-    from repro.experiments import Options, RunSpec, check_batch_split
+    from repro.experiments.options import Options
+    from repro.experiments.plan import RunSpec
+    from repro.experiments.preflight import check_batch_split
     config = tmp_path / "imagenet.yaml"
     config.write_text("data:\n  batch_size: 224\n")
     spec = RunSpec("figure4", "frossl", "imagenet", 0, config, "x", [], [])
@@ -148,7 +150,11 @@ def test_gpu_count_must_divide_the_global_batch(tmp_path):
 def test_table3_runs_stop_cleanly_once_their_last_epoch_is_validated(tmp_path):
     """Table 3 needs epochs <= 100 of a 500-epoch schedule: the run is ended with SIGTERM (the
     trainer checkpoints) once that epoch's online validation is written; it resumes later."""
-    from repro.experiments import Options, Runner, RunSpec, online_by_epoch, train_command, train_state
+    from repro.experiments.commands import train_command
+    from repro.experiments.options import Options
+    from repro.experiments.plan import RunSpec
+    from repro.experiments.run import Runner
+    from repro.experiments.state import online_by_epoch, train_state
     opts = Options(out=tmp_path, data_dir="data")
     spec = RunSpec("table", "frossl", "digits", 0, ROOT / "repro/configs/demo.yaml", "stop", [
         "optim.epochs=40", "eval.online_eval_every=1", "model.width=8", "model.proj_hidden_dim=32",
@@ -238,8 +244,10 @@ def test_gpus_beyond_the_visible_devices_is_an_error_on_cuda_and_cpu_processes_w
     import torch
 
     from repro.cli import UserError
-    from repro.experiments import TABLE2, Options, plan_runs
-    from repro.experiments import preflight as check_plan
+    from repro.experiments.options import Options
+    from repro.experiments.plan import plan_runs
+    from repro.experiments.preflight import preflight as check_plan
+    from repro.experiments.table import TABLE2
     if not config_path("cifar10", "frossl").exists():
         pytest.skip("repro/configs/cifar10/frossl.yaml not written yet")
 
@@ -266,8 +274,9 @@ def test_download_without_network_is_one_line_saying_where_to_put_the_files(tmp_
 
     import torchvision
 
-    from repro import experiments
-    from repro.cli import run_cli
+    from repro.cli import UserError, run_cli
+    from repro.experiments.cli import main
+    from repro.experiments.data_steps import download
 
     def offline(*args, **kwargs):
         raise URLError("[Errno -3] Temporary failure in name resolution")
@@ -275,21 +284,23 @@ def test_download_without_network_is_one_line_saying_where_to_put_the_files(tmp_
     monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
     monkeypatch.setattr(torchvision.datasets, "STL10", lambda *a, **k: (_ for _ in ()).throw(OSError("reset")))
     with pytest.raises(SystemExit) as exit_info:
-        run_cli(experiments.main, ["download", "cifar10", "--data-dir", str(tmp_path)])
+        run_cli(main, ["download", "cifar10", "--data-dir", str(tmp_path)])
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: download of cifar10 into"), lines
     assert "URLError" in lines[0] and "cifar-10-batches-py/ (unpacked from https://" in lines[0]
     assert f"in {tmp_path}/" in lines[0] and "PREPARE_DATA=none" in lines[0]
-    with pytest.raises(experiments.UserError, match="put stl10_binary/"):
-        experiments.download("stl10", str(tmp_path))
+    with pytest.raises(UserError, match="put stl10_binary/"):
+        download("stl10", str(tmp_path))
 
 
 def test_a_failed_data_step_stops_the_target_before_training(tmp_path, monkeypatch):
     """PREPARE_DATA=auto with no data and no network: the download step fails, the target stops with
     a non-zero exit and launches no training on the missing data."""
-    from repro import experiments
-    from repro.experiments import Options, Runner, run_target
+    from repro.cli import UserError
+    from repro.experiments.options import Options
+    from repro.experiments.run import Runner, run_target
+    from repro.experiments.table import TABLE2
     if not config_path("cifar10", "frossl").exists():
         pytest.skip("repro/configs/cifar10/frossl.yaml not written yet")
     launched = []
@@ -300,8 +311,8 @@ def test_a_failed_data_step_stops_the_target_before_training(tmp_path, monkeypat
 
     monkeypatch.setattr(Runner, "run", run)
     opts = Options(out=tmp_path / "runs", data_dir=str(tmp_path / "data"), methods=("frossl",), datasets=("cifar10",))
-    with pytest.raises(experiments.UserError, match="download cifar10 .* failed .*nothing was trained"):
-        run_target("table2", opts)
+    with pytest.raises(UserError, match="download cifar10 .* failed .*nothing was trained"):
+        run_target(TABLE2, opts)
     assert any("download cifar10" in c for c in launched)
     assert not any("repro.train" in c or "repro.evaluate" in c or "repro.check" in c for c in launched), launched
 
@@ -309,9 +320,11 @@ def test_a_failed_data_step_stops_the_target_before_training(tmp_path, monkeypat
 def test_a_crash_while_writing_results_keeps_the_previous_file(tmp_path, monkeypatch):
     """experiments.collect writes OUT/results/<experiment>.json to a temporary file and renames it:
     a failure at the rename (a kill, a full disk) leaves the previous result whole, no temporary."""
-    from repro.experiments import Options, collect
+    from repro.experiments.options import Options
+    from repro.experiments.results import collect
+    from repro.experiments.table import TABLE2
     opts = Options(out=tmp_path / "runs")
-    first = collect("table2", opts)
+    first = collect(TABLE2, opts)
     before = first.read_text()
     assert json.loads(before)["experiment"] == "table2"
 
@@ -320,6 +333,6 @@ def test_a_crash_while_writing_results_keeps_the_previous_file(tmp_path, monkeyp
 
     monkeypatch.setattr(os, "replace", crash)
     with pytest.raises(OSError, match="simulated"):
-        collect("table2", opts)
+        collect(TABLE2, opts)
     monkeypatch.undo()
     assert first.read_text() == before and sorted(p.name for p in opts.results.iterdir()) == ["table2.json"]

@@ -167,7 +167,7 @@ def test_figure3_tiny_end_to_end(tiny):
     eigenvalue tracker; the result holds each row's condition number, entropy and saturation step
     computed from its spectra.jsonl; the check lists them and decides the three claims
     (NOT-COMPARABLE: 3 epochs and a tiny model)."""
-    from repro.experiments import FIGURE3_ROWS
+    from repro.experiments.table import FIGURE3
     from repro.spectra import read_spectra, summarize
 
     run = tiny.target("figure3")
@@ -175,7 +175,7 @@ def test_figure3_tiny_end_to_end(tiny):
     assert result["variant"].startswith(f"EPOCHS={EPOCHS}, OVERRIDES#") and result["epochs_override"] == int(EPOCHS)
     assert result["missing_rows"] == {} and result["figure"].endswith(".png")
     assert (tiny.results / result["figure"]).stat().st_size > 10_000
-    for row in FIGURE3_ROWS:
+    for row in FIGURE3.rows:
         run_dir = tiny.run_dir(f"figure3-stl10-{row}")
         config = saved_config(run_dir)
         # the Figure 3 protocol reached the trainer; EPOCHS and OVERRIDES came after it
@@ -202,7 +202,7 @@ def test_figure3_tiny_end_to_end(tiny):
     claims = [r for r in rows if r["paper"] == "claim"]
     assert sorted(r["cell"] for r in claims) == ["earliest_saturation", "highest_entropy", "lowest_condition_number"]
     assert all(r["status"] == "NOT-COMPARABLE" and r["measured"] in ("holds", "does not hold") for r in claims)
-    entropy = {row: result["cells"][f"entropy/{row}"]["value"] for row in FIGURE3_ROWS}
+    entropy = {row: result["cells"][f"entropy/{row}"]["value"] for row in FIGURE3.rows}
     decided = cells["highest_entropy"]["measured"] == "holds"
     assert decided == all(entropy["frossl"] > v for row, v in entropy.items() if row != "frossl")
 
@@ -212,12 +212,12 @@ def test_figure4_tiny_end_to_end_and_make_report(tiny):
     paper's recipe (SGD with restarts, online top-1/top-5 every epoch, Adam probe), shrunk; the
     result's cells are the probe's and the online classifier's numbers; the check compares them
     with the paper (NOT-COMPARABLE); `make report` renders them."""
-    from repro.experiments import FIGURE4_ROWS
+    from repro.experiments.table import FIGURE4
 
     run = tiny.target("figure4")
     result = tiny.result("figure4")
     values = {}
-    for row in FIGURE4_ROWS:
+    for row in FIGURE4.rows:
         run_dir = tiny.run_dir(f"imagenet-{row}")
         config = saved_config(run_dir)
         assert (config["data"]["dataset"], config["data"]["root"]) == ("imagefolder", str(tiny.root / "imagenet"))
@@ -342,16 +342,16 @@ def test_all_tiny_end_to_end(tiny):
     assert html.count("data:image/png;base64") >= 3               # figures 2, 3, 4
 
 
-def test_all_short_profile_restricted_to_stl10_skips_table2(tmp_path):
-    """Table 2's short profile is CIFAR-10 only: `make -n all PROFILE=short DATASETS=stl10` skips it
-    (and plans Table 3's short STL-10 run) instead of stopping with "DATASETS stl10 not in this
-    experiment"."""
+def test_all_restricted_to_imagenet_skips_the_parts_without_it(tmp_path):
+    """`make -n all DATASETS=imagenet` skips Tables 2 and 3 (no ImageNet column) and plans Figure 4's
+    run, instead of stopping with "DATASETS imagenet not in this experiment"."""
     result = subprocess.run(["make", "--no-print-directory", "-n", "all", "SETUP=true", f"OUT={tmp_path}",
-                             "PROFILE=short", "DATASETS=stl10", "METHODS=frossl"], capture_output=True, text=True,
+                             "DATASETS=imagenet", "METHODS=frossl"], capture_output=True, text=True,
                             cwd=ROOT, timeout=120, env={**os.environ, "MAKEFLAGS": ""})
     assert result.returncode == 0, result.stdout + result.stderr
     assert "# table2: nothing selected by METHODS/DATASETS/PROFILE, skipped" in result.stdout
-    assert "(stl10-frossl-seed0-short): train until epoch 100 is validated" in result.stdout
+    assert "# table3: nothing selected by METHODS/DATASETS/PROFILE, skipped" in result.stdout
+    assert "-m repro.train repro/configs/imagenet/frossl.yaml name=imagenet-frossl-seed0" in result.stdout
 
 
 @pytest.mark.slow

@@ -7,10 +7,11 @@ from dataclasses import replace
 import pytest
 
 from repro.cli import UserError
-from repro.experiments import ALL, EXPERIMENTS, FIGURE3, FIGURE4, TABLE2, TABLE3, Experiment, Options, Runs
-from repro.experiments.options import EXPECTED_DIR
+from repro.expected import EXPECTED_DIR
+from repro.experiments.experiment import Experiment, Runs
+from repro.experiments.options import Options
 from repro.experiments.plan import narrow, plan_runs, run_spec, specs_for
-from repro.experiments.table import COLLECTABLE
+from repro.experiments.table import ALL, COLLECTABLE, EXPERIMENTS, FIGURE3, FIGURE4, TABLE2, TABLE3
 from tests.conftest import ROOT
 
 
@@ -29,7 +30,7 @@ def test_every_record_has_its_transcription_and_collector():
 NEW = Experiment("figure9", "a record added in a test", rows=("frossl", "vicreg"), datasets=("cifar10", "stl10"),
                  runs=Runs(prefix="figure9-", overrides=("optim.lr=0.1", "train.spectra_every={spectra_every}"),
                            per_dataset={"stl10": ("eval.online_eval_every=1",)}),
-                 stop_at_epoch=7, evaluate=False, results=("table2",))
+                 stop_at_epoch=7, evaluate=False, results=(TABLE2,))
 
 
 def test_a_new_record_is_planned_from_its_fields_alone():
@@ -52,7 +53,7 @@ def test_a_new_record_is_planned_from_its_fields_alone():
 
 
 def test_a_new_record_runs_through_the_same_target_code(tmp_path, capsys):
-    from repro.experiments import run_target
+    from repro.experiments.run import run_target
     if not (ROOT / "repro/configs/cifar10/frossl.yaml").exists():
         pytest.skip("repro/configs/cifar10/frossl.yaml not written yet")
     opts = Options(out=tmp_path, methods=("frossl",), datasets=("cifar10",), dry_run=True, prepare_data="none")
@@ -65,6 +66,28 @@ def test_a_new_record_runs_through_the_same_target_code(tmp_path, capsys):
     check = next(ln for ln in lines if "-m repro.check" in ln)
     assert "--only table2" in check and "--save-as check_figure9" in check and "--rows frossl" in check
     assert not tmp_path.joinpath("results").exists()
+
+
+def test_variants_profiles_and_own_runner_are_read_from_the_record(monkeypatch, tmp_path):
+    """A new record says itself that VARIANT applies to it, which PROFILE plans another record,
+    and which runner runs it: the command line dispatches on these fields, not on its name."""
+    from repro.experiments import cli
+    from repro.experiments.variants import rows_for
+    if not (ROOT / "repro/configs/cifar10/frossl_authors.yaml").exists():
+        pytest.skip("repro/configs/cifar10/frossl_authors.yaml not written")
+    record = replace(NEW, rows=("frossl", "vicreg"), datasets=("cifar10",), variants=True)
+    assert rows_for(record, "authors") == ("frossl_authors", "vicreg")
+    assert rows_for(replace(record, variants=False), "authors") == ("frossl", "vicreg")
+    ran = []
+    other = replace(record, title="under PROFILE=claims", profiles=("claims",),
+                    runner=lambda exp, opts: ran.append((exp.title, exp.rows, opts.methods)) or 7)
+    record = replace(record, profile_records={"claims": other}, runner=lambda exp, opts: ran.append(exp.title) or 5)
+    monkeypatch.setitem(cli.EXPERIMENTS, "figure9", record)
+    assert cli.main(["figure9", "--out", str(tmp_path), "--dry-run"]) == 5
+    assert cli.main(["figure9", "--out", str(tmp_path), "--profile", "claims", "--variant", "authors",
+                     "--methods", "frossl"]) == 7
+    assert ran == ["a record added in a test", ("under PROFILE=claims", ("frossl_authors", "vicreg"),
+                                                ("frossl_authors",))]
 
 
 def test_all_plans_each_shared_run_once():
@@ -81,8 +104,8 @@ def test_all_plans_each_shared_run_once():
 
 
 def test_a_union_narrows_methods_datasets_and_profile_per_part():
-    assert narrow(FIGURE3, Options(profile="short")) is None                       # paper setting only
-    assert narrow(TABLE2, Options(profile="short", datasets=("stl10",))) is None   # short Table 2: CIFAR-10
+    assert narrow(FIGURE3, Options(profile="claims")) is None                      # paper setting only
+    assert narrow(TABLE2, Options(datasets=("imagenet",))) is None                 # no ImageNet column
     assert narrow(FIGURE4, Options(methods=("vicreg",))) is None
     part = narrow(FIGURE3, Options(methods=("vicreg", "byol"), datasets=("stl10", "cifar10")))
     assert part.methods == ("vicreg",) and part.datasets == ()                    # Figure 3's dataset is fixed
@@ -92,7 +115,7 @@ def test_a_union_narrows_methods_datasets_and_profile_per_part():
 
 def test_comparable_ignores_non_semantic_keys_and_the_runs_own_seed(tmp_path):
     from repro.config import load_config, save_config
-    from repro.experiments import comparable
+    from repro.experiments.collect import comparable
     if not (ROOT / "repro/configs/cifar10/frossl.yaml").exists():
         pytest.skip("repro/configs/cifar10/frossl.yaml not written yet")
 

@@ -19,29 +19,29 @@ import json
 import pickle
 from dataclasses import replace
 from pathlib import Path
+from typing import get_args
 
 import yaml
 
 from repro.cli import UserError
-from repro.experiments.options import Options
+from repro.experiments.options import Options, Profile
 
 IMAGE_FOLDER = "cifar10-images"   # under DATA_DIR: the claims runs' data.root
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-CLAIM_PROFILES = ("claims", "claims-quick", "claims-all")
+CLAIM_PROFILES = tuple(p for p in get_args(Profile) if p != "paper")
 DIVERGED = "diverged.json"   # repro.train.DIVERGED (not imported: planning runs without torch)
 MINUTES_PER_RUN = 3.5        # one run of the schedule with its probe on 2 idle cores (docs/claims.md, measured)
 
 
-def profile_spec(profile: str) -> dict:
-    """expected_results/claims.yaml profiles.<profile>: its seeds and, for claims-all, `lr_sweep`."""
-    import repro.experiments.options as options
-    spec = yaml.safe_load((options.EXPECTED_DIR / "claims.yaml").read_text())
-    return spec["profiles"][profile]
+def profile_spec(opts: Options) -> dict:
+    """expected_results/claims.yaml profiles.<PROFILE>: its seeds and, for claims-all, `lr_sweep`."""
+    spec = yaml.safe_load((opts.expected_dir / "claims.yaml").read_text())
+    return spec["profiles"][opts.profile]
 
 
-def profile_seeds(profile: str) -> tuple[int, ...]:
-    """The seeds a claims profile runs (expected_results/claims.yaml profiles.<profile>.seeds)."""
-    return tuple(profile_spec(profile)["seeds"])
+def profile_seeds(opts: Options) -> tuple[int, ...]:
+    """The seeds a claims profile runs (expected_results/claims.yaml profiles.<PROFILE>.seeds)."""
+    return tuple(profile_spec(opts)["seeds"])
 
 
 # ---- data: CIFAR-10 as an image folder ---------------------------------------------------------
@@ -99,30 +99,28 @@ def random_init_command(run_dir: Path, opts: Options) -> list[str]:
     return [opts.python, "-m", "repro.evaluate", str(run_dir), "--probe", "cached", "--random-init"]
 
 
-def run_claims(opts: Options) -> int:
+def run_claims(exp, opts: Options) -> int:
     """Train, evaluate, collect and check the claims record (exit 1 on a FAIL or a failed step); a
     stop signal is passed to the running step and nothing new starts (run.STOP, as every target)."""
     from repro.experiments.run import STOP
     with STOP:
-        return _run_claims(opts)
+        return _run_claims(exp, opts)
 
 
-def _run_claims(opts: Options) -> int:
+def _run_claims(exp, opts: Options) -> int:
     from repro.experiments.commands import check_command, collect_command
     from repro.experiments.plan import plan_runs
     from repro.experiments.preflight import preflight
     from repro.experiments.results import collect
     from repro.experiments.run import Runner, run_specs
     from repro.experiments.state import train_state
-    from repro.experiments.table import CLAIMS, CLAIMS_ALL
     runner = Runner(opts)
     runner.say(f"claims: profile {opts.profile}, seeds {' '.join(map(str, opts.seeds))}, out={opts.out}, "
                f"data {opts.data_dir} (CIFAR-10 as an image folder; docs/claims.md)")
     if opts.epochs is not None or opts.overrides:
         runner.say("EPOCHS / OVERRIDES change the claims schedule: the runs get their own folders and the "
                    "recorded references do not apply (NOT-COMPARABLE)")
-    lrs = tuple(profile_spec(opts.profile).get("lr_sweep", ()))
-    exp = CLAIMS_ALL if lrs else CLAIMS
+    lrs = tuple(profile_spec(opts).get("lr_sweep", ()))
     if lrs:   # claims-all: the seed-0 sweep first, then every seed of each row at its chosen rate
         sweep = sweep_specs(exp, opts, lrs)
         pending = plan_runs(exp, replace(opts, seeds=opts.seeds[1:])) if opts.dry_run else []
@@ -216,14 +214,11 @@ def with_chosen_rates(opts: Options, choice: dict[str, dict]) -> Options:
     return replace(opts, row_lr=tuple((row, c["chosen"]) for row, c in choice.items() if c["chosen"] is not None))
 
 
-def collect_profile(opts: Options) -> Path:
-    """`collect claims --profile P`: the profile's record (claims-all: each row at its swept rate)."""
-    from repro.experiments.results import collect
-    from repro.experiments.table import CLAIMS, CLAIMS_ALL
-    lrs = tuple(profile_spec(opts.profile).get("lr_sweep", ()))
-    if not lrs:
-        return collect(CLAIMS, opts)
-    return collect(CLAIMS_ALL, with_chosen_rates(opts, sweep_choice(sweep_specs(CLAIMS_ALL, opts, lrs), opts)))
+def collect_at_chosen_rates(exp, opts: Options) -> dict:
+    """claims-all's collector: the claims cells of each row's runs at the rate its sweep chose."""
+    from repro.experiments.collect import collect_claims
+    lrs = tuple(profile_spec(opts)["lr_sweep"])
+    return collect_claims(exp, with_chosen_rates(opts, sweep_choice(sweep_specs(exp, opts, lrs), opts)))
 
 
 def write_sweep(choice: dict, opts: Options, lrs: tuple[float, ...]) -> Path:
@@ -318,7 +313,6 @@ def record_claims(opts: Options) -> Path:
     """Store the comparable cells of OUT/results/claims[-quick].json as the profile's measured
     references (expected_results/<profile>/claims.yaml), each with its tolerance from the seed
     spread, and the command, machine, date and commit that produced it."""
-    import repro.experiments as package   # its EXPECTED_DIR: tests point it at a copy
     from repro.atomic import atomic_write_text
     if opts.profile not in CLAIM_PROFILES:
         raise UserError(f"record --profile {opts.profile}: choose {' or '.join(CLAIM_PROFILES)}")
@@ -344,8 +338,8 @@ def record_claims(opts: Options) -> Path:
                        "commit": env.get("git_commit"), "runs": cell["runs"]}
     if not cells:
         raise UserError(f"{path} holds no comparable cell: nothing to record")
-    sweep = read_sweep(opts, result) if profile_spec(opts.profile).get("lr_sweep") else None
-    out = package.EXPECTED_DIR / opts.profile / "claims.yaml"
+    sweep = read_sweep(opts, result) if profile_spec(opts).get("lr_sweep") else None
+    out = opts.expected_dir / opts.profile / "claims.yaml"
     out.parent.mkdir(exist_ok=True)
     header = (f"# claims, PROFILE={opts.profile}: reference values MEASURED by this project (not the paper's),\n"
               f"# recorded by `python -m repro.experiments record claims --profile {opts.profile}` from {path}.\n"
@@ -395,4 +389,4 @@ def run_claims_target(experiment, opts: Options) -> int:
     else:
         folder = prepare_image_folder(opts)
     # the folder is the runs' data.root; the generic data steps (torchvision's layout) do not apply
-    return run_claims(replace(opts, data_dir=str(folder), prepare_data="none", probe="cached"))
+    return run_claims(experiment, replace(opts, data_dir=str(folder), prepare_data="none", probe="cached"))

@@ -7,21 +7,18 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from repro.cli import UserError
+from repro.experiments.experiment import Experiment
 from repro.experiments.options import Options
 from repro.experiments.plan import RunSpec, missing_reason, registered_methods, run_spec
 from repro.experiments.state import finished, online_by_epoch, planned_epochs, probe_kind, seeds_on_disk
 from repro.experiments.variants import paper_row, rows_for
 
-if TYPE_CHECKING:
-    from repro.experiments.table import Experiment
-
 
 def comparable(spec: RunSpec, opts: Options) -> tuple[bool, str]:
     """A run is comparable when its saved config equals the reference setting (the paper's, or the
-    short profile's for PROFILE=short) in every semantic key (repro.config.NON_SEMANTIC), the samples
+    claims profile's) in every semantic key (repro.config.NON_SEMANTIC), the samples
     each loss saw (train.loss_batch, set by the number of processes: plan.per_process_loss_batch) included."""
     from repro.config import load_config, loss_samples, semantic_diff
     try:

@@ -2,6 +2,8 @@
 collection and the check. Each is a list of arguments, printed before it runs."""
 from __future__ import annotations
 
+import shlex
+from dataclasses import fields
 from pathlib import Path
 
 from repro.experiments.options import ROOT, Options
@@ -57,21 +59,13 @@ def collect_command(opts: Options, experiment: str) -> list[str]:
 
 
 def option_args(opts: Options) -> list[str]:
-    """The options again as command-line flags (for a printed `collect` line under --dry-run)."""
-    args = ["--out", str(opts.out), "--data-dir", opts.data_dir, "--seeds", ",".join(map(str, opts.seeds)),
-            "--profile", opts.profile, "--spectra-every", str(opts.spectra_every)]
-    if opts.epochs is not None:
-        args += ["--epochs", str(opts.epochs)]
-    if opts.overrides:
-        args += ["--overrides", " ".join(opts.overrides)]
-    if opts.probe:
-        args += ["--probe", opts.probe]
-    if opts.imagenet_dir:
-        args += ["--imagenet-dir", opts.imagenet_dir]
-    if opts.cifar10:
-        args += ["--cifar10", opts.cifar10]
-    if opts.config_variant != "paper":
-        args += ["--variant", opts.config_variant]
-    if opts.cache_dir:
-        args += ["--cache-dir", opts.cache_dir]
+    """The options again as command-line flags (for a printed `collect` line under --dry-run): the
+    seeds and the profile (their defaults are the target's) and every other flag not at its default."""
+    args = []
+    for f in fields(Options):
+        value = getattr(opts, f.name)
+        if "help" in f.metadata and f.default is not False and (value != f.default or f.name in ("seeds", "profile")):
+            text = shlex.join(value) if f.name == "overrides" else \
+                " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
+            args += ["--" + (f.metadata["flag"] or f.name).replace("_", "-"), text]
     return args

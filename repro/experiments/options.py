@@ -2,18 +2,18 @@
 from __future__ import annotations
 
 import hashlib
+import shlex
 import sys
-from dataclasses import dataclass
+from dataclasses import Field, dataclass, field
 from pathlib import Path
+from typing import Callable, Literal, get_args, get_origin, get_type_hints
 
-ROOT = Path(__file__).resolve().parents[2]
+from repro.cli import UserError
+from repro.expected import EXPECTED_DIR, ROOT
+
 CONFIG_DIR = ROOT / "repro" / "configs"
-EXPECTED_DIR = ROOT / "expected_results"
-# PROFILE values: the paper's budgets, the reduced `short` one, and the CPU claims profile (repro/experiments/claims.py)
-PROFILES = ("paper", "short", "claims", "claims-quick", "claims-all")
-# VARIANT values: `authors` trains repro/configs/<dataset>/<row>_authors.yaml instead of <row>.yaml
-# for the rows that have one (repro/experiments/variants.py AUTHORS_ROWS)
-CONFIG_VARIANTS = ("paper", "authors")
+Profile = Literal["paper", "claims", "claims-quick", "claims-all"]   # the claims profiles: claims.py
+Probe = Literal["", "full", "cached"]                               # "": the config's eval.probe
 
 
 def words(text: str | None) -> list[str]:
@@ -21,33 +21,48 @@ def words(text: str | None) -> list[str]:
     return [w for w in (text or "").replace(",", " ").split() if w]
 
 
+def flag(default, help: str, name: str = "", parse: Callable[[str], object] | None = None, path: bool = False):
+    """A field that is also a flag of the command line: --<name, default the field's> with this help
+    (cli.py builds the parser from these); `parse` reads its text where the field's type alone does
+    not say how (from_text); `path`: a path, made absolute when given outside the repository."""
+    return field(default=default, metadata={"help": help, "flag": name, "parse": parse, "path": path})
+
+
 @dataclass(frozen=True)
 class Options:
-    out: Path = Path("runs")
-    data_dir: str = "data"
-    imagenet_dir: str = ""          # default <data_dir>/imagenet
-    cifar10: str = ""               # Figure 2's CIFAR-10 (default data_dir)
-    gpus: int = 1
-    methods: tuple[str, ...] = ()   # rows (config names); empty: the target's rows
-    datasets: tuple[str, ...] = ()  # empty: the target's datasets
-    seeds: tuple[int, ...] = (0,)
-    epochs: int | None = None       # EPOCHS override (NOT-COMPARABLE)
-    profile: str = "paper"          # paper | short
-    probe: str = ""                 # "" (the config's eval.probe) | full | cached
-    overrides: tuple[str, ...] = ()
-    prepare_data: str = "auto"      # auto | none
-    spectra_every: int = 10         # Figure 3: steps between eigenvalue records
-    dry_run: bool = False
+    """What a target runs with. A field made with `flag` is a command-line flag (cli.py builds the
+    parser from them) and a Make variable of the same name in capitals."""
+    out: Path = flag(Path("runs"), "folder of the run folders; results in OUT/results", path=True)
+    data_dir: str = flag("data", "datasets (data.root of every run)", path=True)
+    imagenet_dir: str = flag("", "ImageNet image folder (default DATA_DIR/imagenet)", path=True)
+    cifar10: str = flag("", "Figure 2's CIFAR-10 (default DATA_DIR; a .tar.gz of the image folder works)", path=True)
+    gpus: int = flag(1, "processes per run (torchrun when > 1)")
+    methods: tuple[str, ...] = flag((), "rows (config names), comma or space separated; default: all")
+    datasets: tuple[str, ...] = flag((), "datasets; default: the experiment's")
+    seeds: tuple[int, ...] = flag((0,), "seeds, e.g. '0 1 2' (default 0; the claims profiles: their own)")
+    epochs: int | None = flag(None, "override every run's epochs (NOT-COMPARABLE)")
+    profile: Profile = flag("paper", "the setting: paper, or the CPU claims profiles (default: the target's first)")
+    probe: Probe = flag("", "linear probe (default: the config's)")
+    overrides: tuple[str, ...] = flag((), "extra key=value config overrides for every run (NOT-COMPARABLE)",
+                                      parse=lambda text: tuple(shlex.split(text)))
+    prepare_data: Literal["auto", "none"] = flag(
+        "auto", "auto: download missing datasets, write FFCV files when ffcv is installed")
+    spectra_every: int = flag(10, "Figure 3: steps between eigenvalue records")
+    dry_run: bool = flag(False, "print the commands, run nothing")
     python: str = sys.executable
-    nnodes: int = 1                 # machines (torchrun --nnodes); > 1 needs master_addr
-    node_rank: int = 0              # this machine (0: it also evaluates, collects and checks)
-    master_addr: str = ""           # address of the node_rank 0 machine, reachable from every node
-    master_port: int = 29500
-    cache_dir: str = ""             # derived files (FFCV); "": <out>/cache (CACHE_DIR; data folders may be read-only)
-    config_variant: str = "paper"   # paper | authors (VARIANT): which config of the rows that have both
+    nnodes: int = flag(1, "machines per run (torchrun --nnodes); > 1 needs --master-addr")
+    node_rank: int = flag(0, "this machine, 0..NNODES-1 (0 evaluates, collects, checks)")
+    master_addr: str = flag("", "address of the NODE_RANK=0 machine (NNODES > 1)")
+    master_port: int = flag(29500, "a free TCP port on the NODE_RANK=0 machine")
+    # derived files (FFCV); "": <out>/cache (data folders may be read-only)
+    cache_dir: str = flag("", "derived files (FFCV); default OUT/cache", path=True)
+    # which config of the rows that have both (variants.py)
+    config_variant: Literal["paper", "authors"] = flag(
+        "paper", "authors: rows with an authors'-code config train it (Table 2's FroSSL row)", name="variant")
     # per-row learning rate ((row, lr), ...; the claims-all sweep): such a row's runs get optim.lr=<lr>
     # and "-lr<lr>" in their folder name (repro/experiments/plan.py run_spec)
     row_lr: tuple[tuple[str, float], ...] = ()
+    expected_dir: Path = EXPECTED_DIR   # the expected and recorded references (tests point it at a copy)
 
     @property
     def world_size(self) -> int:
@@ -75,8 +90,8 @@ class Options:
 
     @property
     def suffix(self) -> str:
-        """Run-folder suffix that keeps non-paper runs apart: -short, -e<N>, -x<hash>."""
-        suffix = "-short" if self.profile == "short" else ""
+        """Run-folder suffix that keeps non-paper runs apart: -e<N>, -x<hash>."""
+        suffix = ""
         if self.epochs is not None:
             suffix += f"-e{self.epochs}"
         if self.overrides:
@@ -88,7 +103,7 @@ class Options:
         # a profile named after the experiment is its own (claims -> claims.json, claims-quick -> claims-quick.json)
         profile = "" if self.profile in ("paper", experiment) else "-" + self.profile.removeprefix(experiment + "-")
         return experiment + profile + \
-            (self.suffix.replace("-short", "") if self.variant else "") + \
+            (self.suffix if self.variant else "") + \
             (f"-{self.config_variant}" if self.config_variant != "paper" else "")
 
     @property
@@ -101,3 +116,41 @@ class Options:
         if dataset == "imagenet":
             return self.imagenet_dir or str(Path(self.data_dir) / "imagenet")
         return self.data_dir
+
+
+def variable(f: Field) -> str:
+    """A flag's Make variable: GPUS for --gpus, VARIANT for config_variant's --variant."""
+    return (f.metadata["flag"] or f.name).upper().replace("-", "_")
+
+
+def choices(f: Field) -> tuple[str, ...]:
+    """A Literal field's choices (() for any other type)."""
+    kind = get_type_hints(Options)[f.name]
+    return get_args(kind) if get_origin(kind) is Literal else ()
+
+
+def from_text(f: Field, text: str):
+    """A flag field's value from its command-line text ("" gives its default): the one place where
+    the options' text is read, and where a value outside a Literal's choices, or a word that is not
+    an integer where one is due, is a one-line UserError naming the variable and the fix."""
+    text = text.strip()
+    if not text:
+        return f.default
+    if f.metadata["parse"]:
+        return f.metadata["parse"](text)
+    if choices(f):
+        if text not in choices(f):
+            raise UserError(f"{variable(f)}={text} is not one of its choices: choose "
+                            f"{' or '.join(c or 'empty' for c in choices(f))}")
+        return text
+    kind = get_type_hints(Options)[f.name]
+    try:
+        if kind == tuple[int, ...]:
+            return tuple(int(w) for w in words(text))
+        if kind in (int, int | None):
+            return int(text)
+    except ValueError:
+        example = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else 1 if f.default is None else f.default
+        what = "a list of integers" if isinstance(f.default, tuple) else "an integer"
+        raise UserError(f"{variable(f)}={text}: not {what}: give e.g. {variable(f)}={example!s}") from None
+    return tuple(words(text)) if kind == tuple[str, ...] else Path(text) if kind is Path else text

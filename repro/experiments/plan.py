@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import yaml
 
 from repro.cli import UserError
-from repro.experiments import options
+from repro.experiments.experiment import Experiment
 from repro.experiments.options import CONFIG_DIR, ROOT, Options
-
-if TYPE_CHECKING:
-    from repro.experiments.table import Experiment
 
 
 @dataclass
@@ -25,8 +21,8 @@ class RunSpec:
     config: Path
     name: str
     standard: list[str]              # overrides that define this run (profile, EPOCHS included)
-    reference: list[str]             # the overrides of the setting it is compared with: the paper's,
-                                     # or the short profile's (never EPOCHS or user overrides)
+    reference: list[str]             # the overrides of the setting it is compared with (the paper's,
+                                     # or the claims profile's; never EPOCHS or user overrides)
     user: list[str] = field(default_factory=list)
     evaluate: bool = True
     stop_at_epoch: int | None = None
@@ -43,32 +39,6 @@ def config_path(dataset: str, row: str) -> Path:
     return CONFIG_DIR / dataset / f"{row}.yaml"
 
 
-def _profile(experiment: str, profile: str) -> dict | None:
-    """The named profile of expected_results/<experiment>.yaml (None: the file has no such profile)."""
-    spec = yaml.safe_load((options.EXPECTED_DIR / f"{experiment}.yaml").read_text())
-    return (spec.get("profiles") or {}).get(profile)
-
-
-def profile_epochs(experiment: str, dataset: str, profile: str) -> int | None:
-    if profile == "paper":
-        return None
-    prof = _profile(experiment, profile)
-    if prof is None:
-        raise UserError(f"PROFILE={profile}: {experiment} has no such profile (expected_results/{experiment}.yaml)")
-    return (prof.get("epochs") or {}).get(dataset)
-
-
-def profile_datasets(experiment: str, profile: str) -> list[str] | None:
-    if profile == "paper":
-        return None
-    return list((_profile(experiment, profile) or {}).get("datasets", []))
-
-
-def experiment_datasets(exp: Experiment, profile: str) -> list[str]:
-    """The record's datasets, as its profile narrows them (Table 2's short profile: CIFAR-10 only)."""
-    return profile_datasets(exp.result_names[0], profile) or list(exp.datasets)
-
-
 def pick(requested: tuple[str, ...], allowed: list[str], what: str) -> list[str]:
     if not requested:
         return list(allowed)
@@ -83,11 +53,6 @@ def run_spec(exp: Experiment, opts: Options, row: str, dataset: str, seed: int) 
     runs = exp.runs
     reference = [o.format(spectra_every=opts.spectra_every) for o in runs.overrides]
     reference += runs.per_dataset.get(dataset, ())
-    for source in runs.profile_epochs_from:   # a profile's epochs for this dataset, from the first file that has them
-        epochs = profile_epochs(source, dataset, opts.profile)
-        if epochs is not None:
-            reference.append(f"optim.epochs={epochs}")
-            break
     lr = dict(opts.row_lr).get(row)
     if lr is not None:   # a per-row learning rate (the claims-all sweep): part of the setting and of the name
         reference.append(f"optim.lr={lr:g}")
@@ -128,9 +93,7 @@ def specs_for(exp: Experiment, opts: Options) -> list[RunSpec]:
         return plan_runs(exp, opts)
     if not exp.trains:
         return []
-    datasets = experiment_datasets(exp, opts.profile)
-    if exp.takes_datasets:
-        datasets = pick(opts.datasets, datasets, "DATASETS")
+    datasets = pick(opts.datasets, list(exp.datasets), "DATASETS") if exp.takes_datasets else list(exp.datasets)
     rows = pick(opts.methods, list(exp.rows), "METHODS")
     return [run_spec(exp, opts, row, dataset, seed) for dataset in datasets for row in rows for seed in opts.seeds]
 
@@ -141,7 +104,7 @@ def narrow(part: Experiment, opts: Options) -> Options | None:
     if opts.profile not in part.profiles:
         return None
     rows = list(part.rows)
-    datasets = experiment_datasets(part, opts.profile) if part.trains else []
+    datasets = list(part.datasets) if part.trains else []
     methods = tuple(m for m in opts.methods if not rows or m in rows)
     chosen = tuple(d for d in opts.datasets if not datasets or d in datasets)
     if (opts.methods and rows and not methods) or (opts.datasets and datasets and not chosen):

@@ -1,5 +1,5 @@
 """Result files: <OUT>/results/<experiment>[-variant].json (+ the figure) written from the run
-folders by the record's collector, and the short-profile references recorded from them."""
+folders by the record's collector."""
 from __future__ import annotations
 
 import json
@@ -8,24 +8,14 @@ import sys
 from datetime import datetime, timezone
 from pathlib import Path
 
-import yaml
-
-from repro.cli import UserError
+from repro.experiments.experiment import Experiment
 from repro.experiments.options import Options
-from repro.experiments.table import COLLECTABLE, Experiment
 
 
-def collectable(name: str) -> Experiment:
-    if name not in COLLECTABLE:
-        raise UserError(f"collect {name}: choose {', '.join(COLLECTABLE)}")
-    return COLLECTABLE[name]
-
-
-def collect(experiment: str | Experiment, opts: Options) -> Path:
+def collect(exp: Experiment, opts: Options) -> Path:
     """Write <out>/results/<experiment>[-variant].json (and the figure's PNG) from the run folders."""
     from repro.atomic import atomic_write_bytes, atomic_write_text
     from repro.checkpoint import environment
-    exp = collectable(experiment) if isinstance(experiment, str) else experiment
     content = exp.collect(exp, opts)
     opts.results.mkdir(parents=True, exist_ok=True)
     stem = opts.result_stem(exp.name)
@@ -46,34 +36,3 @@ def collect(experiment: str | Experiment, opts: Options) -> Path:
     atomic_write_text(path, json.dumps(result, indent=1, default=str) + "\n")
     print(f"# results: {path}", flush=True)
     return path
-
-
-def record_short(experiment: str, opts: Options) -> Path:
-    """Store the comparable short-profile cells of a collected result as the short reference
-    (expected_results/short/<experiment>.yaml), with the command, hardware and date."""
-    import repro.experiments as package   # its EXPECTED_DIR: tests point it at a copy
-    from repro.atomic import atomic_write_text
-    expected_dir = package.EXPECTED_DIR
-    path = opts.results / f"{experiment}-short.json"
-    if opts.profile != "short" or not path.exists():
-        raise UserError(f"record needs a collected short-profile result ({path}): run "
-                        f"`make {experiment} PROFILE=short` first")
-    result = json.loads(path.read_text())
-    env = result.get("environment", {})
-    hardware = f"{env.get('gpu_count', 0)}x {env.get('gpu') or 'CPU'}, torch {env.get('torch')}, CUDA {env.get('cuda')}"
-    spec = yaml.safe_load((expected_dir / f"{experiment}.yaml").read_text())
-    tolerance = (spec.get("tolerance") or {}).get("default")
-    cells = {cell: {"value": round(c["value"], 2), "tolerance": tolerance, "n": c["n"],
-                    "command": f"make {experiment} PROFILE=short", "hardware": hardware,
-                    "date": result["created"][:10], "commit": env.get("git_commit"), "runs": c["runs"]}
-             for cell, c in result["cells"].items() if c["comparable"] and isinstance(c["value"], float)}
-    if not cells:
-        raise UserError(f"{path} holds no comparable short-profile cell: nothing to record")
-    out = expected_dir / "short" / f"{experiment}.yaml"
-    out.parent.mkdir(exist_ok=True)
-    header = (f"# {experiment}, PROFILE=short: reference values MEASURED by this project (not the paper's),\n"
-              f"# recorded by `python -m repro.experiments record {experiment} --profile short` from {path}.\n")
-    atomic_write_text(out, header + yaml.safe_dump({"experiment": experiment, "profile": "short", "cells": cells},
-                                                   sort_keys=False))
-    print(f"recorded {len(cells)} cells in {out}")
-    return out

@@ -14,13 +14,13 @@ from repro.cli import Preempted, UserError, catch_stop_signals, restore_signals
 from repro.experiments.commands import (check_command, collect_command, evaluate_command, full_check_command,
                                         report_command, train_command)
 from repro.experiments.data_steps import data_steps
+from repro.experiments.experiment import Experiment
 from repro.experiments.options import ROOT, Options
 from repro.experiments.plan import RunSpec, missing_reason, narrow, plan_runs, registered_methods
 from repro.experiments.preflight import preflight
 from repro.experiments.summary import summarize, summary_lines
 from repro.experiments.results import collect
 from repro.experiments.state import eval_state, online_by_epoch, train_state
-from repro.experiments.table import EXPERIMENTS, Experiment
 
 
 STOP_GRACE_SECONDS = 120.0   # after a stop signal, how long a step's processes get before SIGKILL: a
@@ -310,12 +310,12 @@ def evaluate_run(spec: RunSpec, label: str, opts: Options, runner: Runner) -> No
         runner.run(evaluate_command(spec, opts))
 
 
-def run_target(target: str | Experiment, opts: Options, progress: Progress | None = None) -> int:
+def run_target(exp: Experiment, opts: Options, progress: Progress | None = None) -> int:
     """Run one record; returns the exit status (1 on a FAIL in its check or a failed step). A stop
     signal (SIGTERM, SIGINT, SIGHUP) reaches the step running then, and ends the target with
     Preempted once that step has ended: exit 128 + signal through repro.cli.run_cli."""
     with STOP:
-        code = _run_target(EXPERIMENTS[target] if isinstance(target, str) else target, opts, progress)
+        code = _run_target(exp, opts, progress)
         STOP.check("between steps")
     return code
 
@@ -329,7 +329,7 @@ def _run_target(exp: Experiment, opts: Options, progress: Progress | None) -> in
     if exp.parts:
         return run_union(exp, opts)
     if opts.profile not in exp.profiles:
-        raise UserError(f"PROFILE={opts.profile}: {exp.name} has only the paper's setting (it is cheap already)")
+        raise UserError(f"PROFILE={opts.profile}: {exp.name} runs only with PROFILE={' or '.join(exp.profiles)}")
     runner = Runner(opts, progress)
     runner.say(f"{exp.name}: out={opts.out} gpus={opts.gpus} profile={opts.profile}"
                + (f" nodes={opts.nnodes} node_rank={opts.node_rank} master={opts.master_addr}:{opts.master_port}"
@@ -356,11 +356,11 @@ def _run_target(exp: Experiment, opts: Options, progress: Progress | None) -> in
         runner.say(f"node {opts.node_rank} of {opts.nnodes}: training done; node 0 collects and checks")
         runner.report_failures()
         return int(bool(runner.failures))
-    for name in exp.result_names:
+    for record in exp.result_records:
         if opts.dry_run:
-            runner.run(collect_command(opts, name))
+            runner.run(collect_command(opts, record.name))
         else:
-            collect(name, opts)
+            collect(record, opts)
     rows = list(exp.rows) if exp.check_own_rows else ((list(opts.methods) or None) if exp.rows else None)
     code = runner.run(check_command(opts, list(exp.result_names), rows, stem=f"check_{exp.name}"))
     runner.report_failures()

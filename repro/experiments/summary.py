@@ -9,12 +9,13 @@ from __future__ import annotations
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Iterable
 
 from repro.experiments.data_steps import planned_data
+from repro.experiments.experiment import Experiment
 from repro.experiments.options import Options
 from repro.experiments.plan import missing_reason, plan_runs, registered_methods
 from repro.experiments.state import eval_state, planned_epochs, train_state
-from repro.experiments.table import EXPERIMENTS, Experiment
 from repro.gpu_check.estimate import (EPOCH_FLOPS, Run, anchor_rate, flops_per_second, hours_text, measured_epoch,
                                      range_text, reference_note, reference_rate, runs_seconds)
 
@@ -105,13 +106,14 @@ def cost_label(summary: PlanSummary) -> str:
     return f"est. {range_text(summary.hours_total, summary.anchor_total)} GPU-h, {len(summary.states)} runs"
 
 
-def help_cost_lines() -> list[str]:
-    """The Makefile's HELP_COST_<target> lines at the default variables (nothing trained yet)."""
+def help_cost_lines(experiments: Iterable[Experiment]) -> list[str]:
+    """The Makefile's HELP_COST_<target> lines of the records with the paper's setting, at the
+    default variables (nothing trained yet)."""
     with tempfile.TemporaryDirectory() as tmp:
         opts = Options(out=Path(tmp) / "runs")
-        return [f"HELP_COST_{name} := " + ("CPU, no training run" if name == "figure2" else
-                                           cost_label(summarize(EXPERIMENTS[name], opts)))
-                for name in ("figure2", "table2", "table3", "ablation", "figure3", "figure4", "all")]
+        return [f"HELP_COST_{e.name} := " + (cost_label(summarize(e, opts)) if e.trains or e.parts
+                                             else "CPU, no training run")
+                for e in experiments if "paper" in e.profiles]
 
 
 def summary_lines(summary: PlanSummary) -> list[str]:

@@ -9,64 +9,14 @@ same run folders), so a run one of them trained is found done by the others.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Mapping
 
+from repro.experiments.claims import collect_at_chosen_rates, record_claims, run_claims_target
 from repro.experiments.collect import (collect_claims, collect_linear_regime, collect_online_curves_and_probe,
                                        collect_online_top1, collect_probe_top1, collect_spectra)
 from repro.experiments.commands import figure2_command
+from repro.experiments.experiment import Experiment, Runs
 from repro.report.plots import plot_figure3, plot_figure4
-
-
-@dataclass(frozen=True)
-class Runs:
-    """How an experiment's training runs are named and configured."""
-    prefix: str = ""                     # run folder: <prefix><dataset>-<row>-seed<S><suffix>
-    # the protocol's overrides of every run (the paper's setting it is compared with); "{spectra_every}"
-    # is filled in from the options
-    overrides: tuple[str, ...] = ()
-    per_dataset: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # extra overrides per dataset
-    # expected_results/<name>.yaml files whose profile (PROFILE=short) sets a dataset's epochs; first hit wins
-    profile_epochs_from: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Experiment:
-    name: str                            # the Make target and `python -m repro.experiments NAME`
-    title: str                           # one line of --help
-    rows: tuple[str, ...] = ()
-    datasets: tuple[str, ...] = ()       # PROFILE=short may narrow them (the profile's `datasets`)
-    runs: Runs | None = None             # None: no training runs
-    takes_datasets: bool = True          # DATASETS selects among `datasets` (False: fixed, DATASETS ignored)
-    stop_at_epoch: int | None = None     # end each run (SIGTERM, clean checkpoint) once this epoch is
-                                         # validated; not with EPOCHS
-    evaluate: bool = True                # linear probe of each finished run
-    profiles: tuple[str, ...] = ("paper", "short")
-    results: tuple[str, ...] = ()        # result files it writes and checks; () means (name,)
-    collect: Callable | None = None      # (experiment, options) -> content of results/<name>.json
-    plot: Callable | None = None         # (content, png path) -> png path, when the content has curves
-    copy_figure: str = ""                # or: a PNG the script wrote, relative to OUT, copied to results/
-    check_own_rows: bool = False         # its check covers all of `rows` whatever METHODS selects
-    script: Callable | None = None       # options -> command, run (on node 0) instead of training runs
-    done_file: str = ""                  # the script's output under OUT: present means done
-    note: str = ""                       # said once its runs are through
-    parts: tuple[Experiment, ...] = ()   # a union: these in turn (each run planned once), then the
-                                         # full check and the report
-
-    @property
-    def result_names(self) -> tuple[str, ...]:
-        return self.results or (self.name,)
-
-    @property
-    def trains(self) -> bool:
-        return self.runs is not None
-
-    @property
-    def fixed_setting(self) -> bool:
-        """EPOCHS and OVERRIDES change training runs: an experiment without any ignores them."""
-        return self.runs is None and not self.parts
-
 
 TABLE2_ROWS = ("simclr", "swav", "mocov2plus", "simsiam", "byol", "dino", "vicreg", "barlow_twins", "wmse",
                "corinfomax", "frossl_nologs", "frossl")
@@ -78,16 +28,16 @@ FIGURE3_PROTOCOL = ("optim.name=sgd", "optim.lr=0.1", "optim.min_lr=0.1", "optim
 FIGURE4_WINDOW = 30   # epochs of the figure's per-epoch curves
 
 # Tables 2 and 3 share runs: the STL-10 runs validate every epoch for Table 3's columns.
-TABLE_RUNS = Runs(per_dataset={"stl10": ("eval.online_eval_every=1",)}, profile_epochs_from=("table2", "table3"))
+TABLE_RUNS = Runs(per_dataset={"stl10": ("eval.online_eval_every=1",)})
 
 FIGURE2 = Experiment(
     "figure2", "linear regime, eq. 8 vs the Barlow variant (CPU, about a minute; repro/linear_regime.py)",
-    profiles=("paper",), collect=collect_linear_regime, copy_figure="figure2/figure2.png",
+    collect=collect_linear_regime, copy_figure="figure2/figure2.png",
     script=figure2_command, done_file="figure2/figure2.json")
 TABLE2 = Experiment(
     "table2", "linear probe top-1, 12 rows x CIFAR-10 / CIFAR-100 (1000 ep.) / STL-10 (500 ep.)",
     rows=TABLE2_ROWS, datasets=("cifar10", "cifar100", "stl10"), runs=TABLE_RUNS,
-    collect=collect_probe_top1)
+    collect=collect_probe_top1, variants=True)
 TABLE3 = Experiment(
     "table3", "STL-10 online top-1 at epochs 3-100: Table 2's STL-10 runs, stopped once epoch 100 is validated",
     rows=tuple(r for r in TABLE2_ROWS if r != "corinfomax"),   # no CorInfoMax row in Table 3
@@ -95,17 +45,17 @@ TABLE3 = Experiment(
     collect=partial(collect_online_top1, epochs=TABLE3_EPOCHS))
 ABLATION = Experiment(
     "ablation", "the FroSSL (no logs) rows of Tables 2 and 3, with the FroSSL rows to compare",
-    rows=("frossl_nologs", "frossl"), datasets=TABLE2.datasets, runs=TABLE_RUNS, results=("table2", "table3"),
+    rows=("frossl_nologs", "frossl"), datasets=TABLE2.datasets, runs=TABLE_RUNS, results=(TABLE2, TABLE3),
     check_own_rows=True, note="ablation: the STL-10 runs also give Table 3's no-logs rows (validated every epoch)")
 FIGURE3 = Experiment(
     "figure3", "5 STL-10 epochs of FroSSL, VICReg, Barlow Twins, SimCLR with eigenvalue tracking",
     rows=("frossl", "vicreg", "barlow_twins", "simclr"), datasets=("stl10",), takes_datasets=False,
-    runs=Runs(prefix="figure3-", overrides=FIGURE3_PROTOCOL), evaluate=False, profiles=("paper",),
+    runs=Runs(prefix="figure3-", overrides=FIGURE3_PROTOCOL), evaluate=False,
     collect=collect_spectra, plot=plot_figure3)
 FIGURE4 = Experiment(
     "figure4", "ImageNet, FroSSL vs Barlow Twins, 100 epochs, online top-1/top-5 per epoch, probe",
     rows=("frossl", "barlow_twins"), datasets=("imagenet",), takes_datasets=False,
-    runs=Runs(overrides=("eval.online_eval_every=1",), profile_epochs_from=("figure4",)),
+    runs=Runs(overrides=("eval.online_eval_every=1",)),
     collect=partial(collect_online_curves_and_probe, window=FIGURE4_WINDOW),
     plot=partial(plot_figure4, window=FIGURE4_WINDOW))
 # The CPU claims profile (docs/claims.md): small versions of Table 3's, Figure 3's and the ablation's
@@ -123,11 +73,6 @@ CLAIMS_PROTOCOL = ("data.dataset=imagefolder", "data.image_size=32", "data.downl
                    "train.spectra_every=5")
 CLAIMS_ROWS = ("frossl", "barlow_twins", "vicreg", "simclr", "frossl_nologs")
 CLAIMS_RANDOM_INIT_ROW = CLAIMS_ROWS[0]   # its runs' encoders at initialisation give the random-init baseline row
-CLAIMS = Experiment(
-    "claims", "CPU profile on real CIFAR-10: Table 3's early-learning, Figure 3's and the ablation's claims, 3 seeds",
-    rows=CLAIMS_ROWS, datasets=("cifar10",), takes_datasets=False,
-    runs=Runs(prefix="claims-", overrides=CLAIMS_PROTOCOL), profiles=("claims", "claims-quick"),
-    collect=collect_claims, check_own_rows=True)
 # PROFILE=claims-all (docs/claims.md): the same schedule for FroSSL, all nine baselines and the ablation,
 # each row at its own learning rate, chosen by a seed-0 sweep (repro/experiments/claims.py); not a
 # target of its own: `make claims PROFILE=claims-all` selects it, its results are the claims experiment's.
@@ -136,7 +81,13 @@ CLAIMS_ALL = Experiment(
     "claims", "CPU profile on real CIFAR-10: every method at its swept learning rate, 3 seeds",
     rows=CLAIMS_ALL_ROWS, datasets=("cifar10",), takes_datasets=False,
     runs=Runs(prefix="claims-all-", overrides=CLAIMS_PROTOCOL), profiles=("claims-all",),
-    collect=collect_claims, check_own_rows=True)
+    collect=collect_at_chosen_rates, check_own_rows=True, runner=run_claims_target, record_references=record_claims)
+CLAIMS = Experiment(
+    "claims", "CPU profile on real CIFAR-10: Table 3's early-learning, Figure 3's and the ablation's claims, 3 seeds",
+    rows=CLAIMS_ROWS, datasets=("cifar10",), takes_datasets=False,
+    runs=Runs(prefix="claims-", overrides=CLAIMS_PROTOCOL), profiles=("claims", "claims-quick"),
+    profile_records={"claims-all": CLAIMS_ALL}, collect=collect_claims, check_own_rows=True,
+    runner=run_claims_target, record_references=record_claims)
 
 ALL = Experiment("all", "all of the above, then the full check and the report",
                  parts=(FIGURE2, TABLE2, TABLE3, FIGURE3, FIGURE4))
