@@ -82,6 +82,7 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
     parser.add_argument("--node-rank", default="0", help="this machine, 0..NNODES-1 (0 evaluates, collects, checks)")
     parser.add_argument("--master-addr", default="", help="address of the NODE_RANK=0 machine (NNODES > 1)")
     parser.add_argument("--master-port", default="29500", help="a free TCP port on the NODE_RANK=0 machine")
+    parser.add_argument("--rdzv-timeout", default="600", help="seconds the nodes wait for each other at a rendezvous")
     args = parser.parse_args(argv)
     try:
         gpus = int(args.gpus or 1)
@@ -95,9 +96,10 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
     try:
         nnodes, node_rank = int(args.nnodes or 1), int(args.node_rank or 0)
         master_port = int(args.master_port or 29500)
+        rdzv_timeout = int(args.rdzv_timeout or 600)
     except ValueError as err:
-        raise UserError(f"NNODES, NODE_RANK and MASTER_PORT must be integers ({err}): e.g. NNODES=2 NODE_RANK=0 "
-                        f"MASTER_PORT=29500") from None
+        raise UserError(f"NNODES, NODE_RANK, MASTER_PORT and RDZV_TIMEOUT must be integers ({err}): e.g. NNODES=2 "
+                        f"NODE_RANK=0 MASTER_PORT=29500 RDZV_TIMEOUT=600") from None
     master_addr = (args.master_addr or "").strip()
     if nnodes < 1 or not 0 <= node_rank < nnodes:
         raise UserError(f"NNODES={nnodes} NODE_RANK={node_rank}: NNODES must be >= 1 and NODE_RANK one of "
@@ -105,6 +107,8 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
     if nnodes > 1 and not master_addr:
         raise UserError(f"NNODES={nnodes} needs MASTER_ADDR: set MASTER_ADDR=<address of the NODE_RANK=0 machine, "
                         f"reachable from every node> on every node")
+    if rdzv_timeout < 1:
+        raise UserError(f"RDZV_TIMEOUT={rdzv_timeout}: the seconds the nodes wait for each other must be >= 1 (default 600)")
     if not 0 < master_port < 65536:
         raise UserError(f"MASTER_PORT={master_port}: choose a free TCP port in 1..65535 (default 29500)")
     # a record's first profile is its default (claims: the CPU claims profile); `record` and `collect`
@@ -121,7 +125,7 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
                    config_variant=args.variant, cache_dir=args.cache_dir,
                    overrides=tuple(shlex.split(args.overrides)), prepare_data=args.prepare_data,
                    spectra_every=spectra_every, dry_run=args.dry_run, nnodes=nnodes, node_rank=node_rank,
-                   master_addr=master_addr, master_port=master_port)
+                   master_addr=master_addr, master_port=master_port, rdzv_timeout=rdzv_timeout)
     return args, opts
 
 

@@ -43,6 +43,7 @@ class Options:
     node_rank: int = 0              # this machine (0: it also evaluates, collects and checks)
     master_addr: str = ""           # address of the node_rank 0 machine, reachable from every node
     master_port: int = 29500
+    rdzv_timeout: int = 600         # seconds the nodes wait for each other (preflight, torchrun's rendezvous)
     cache_dir: str = ""             # derived files (FFCV); "": <out>/cache (CACHE_DIR; data folders may be read-only)
     config_variant: str = "paper"   # paper | authors (VARIANT): which config of the rows that have both
     # per-row learning rate ((row, lr), ...; the claims-all sweep): such a row's runs get optim.lr=<lr>
