@@ -4,11 +4,11 @@
 # slurmctld and two slurmd "nodes" n1, n2 on localhost in a temporary folder; makes n1/n2 resolve by
 # adding a marked line to /etc/hosts; runs each scenario on a tiny CPU target and prints PASS/FAIL with
 # its time; on exit stops exactly the daemons it started (their PID files) and removes its hosts line.
-#   SCENARIOS="timelimit preempt rendezvous array" (default: all)  PYTHON=.venv/bin/python
+#   SCENARIOS="twonode timelimit preempt rendezvous unreachable array" (default: all)  PYTHON=.venv/bin/python
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON=${PYTHON:-$ROOT/.venv/bin/python}
-SCENARIOS=${SCENARIOS:-timelimit preempt rendezvous array}
+SCENARIOS=${SCENARIOS:-twonode timelimit preempt rendezvous unreachable array}
 [ "$(id -u)" = 0 ] || { echo "slurm_test: error: run as root (it starts munged/slurmd and edits /etc/hosts)" >&2; exit 2; }
 if ! command -v slurmctld > /dev/null || ! command -v munged > /dev/null; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q slurm-wlm munge > /dev/null || exit 2
@@ -146,6 +146,32 @@ scenario_rendezvous() { # 2 nodes whose MASTER_ADDR cannot be resolved: a one-li
   local done; done=$(wait_state "$job" 120 FAILED COMPLETED)
   [ "$done" = FAILED ] && grep -q "MASTER_ADDR=no-such-node.invalid" "$dir/job.out" \
     && result rendezvous PASS "failed naming MASTER_ADDR" || result rendezvous FAIL "ended $done"
+}
+
+scenario_twonode() {    # 2 nodes x 1 process, torchrun's rendezvous across n1 and n2: one process's weights
+  local dir=$WORK/twonode out=$WORK/twonode/runs job
+  mkdir -p "$dir"; mapfile -t args < <(target "$out")
+  job=$(submit -N2 --output="$dir/job.out" "$SBATCH" "${args[@]}")
+  local done; done=$(wait_state "$job" 1800 COMPLETED FAILED)
+  mapfile -t args < <(target "$dir/one")   # the same target as one process, the same global batch of 64
+  (cd "$ROOT" && OMP_NUM_THREADS=1 make --no-print-directory "${args[@]}" GPUS=1 > "$dir/one.out" 2>&1)
+  local worst; worst=$("$PYTHON" -c "import sys, glob; from repro.faults import final_weights; import pathlib as p
+two, one = (final_weights(p.Path(glob.glob(d + '/cifar10-frossl-*')[0])) for d in sys.argv[1:])
+print(max((two[k].double() - one[k].double()).abs().max().item() for k in one))" "$out" "$dir/one" 2>/dev/null)
+  if [ "$done" = COMPLETED ] && grep -q -- "--nnodes=2" "$dir/job.out" && awk -v w="$worst" 'BEGIN {exit !(w != "" && w < TWONODE_TOL)}'; then
+    result twonode PASS "2 nodes trained the 1-process weights (max difference $worst)"
+  else
+    result twonode FAIL "ended $done, max difference ${worst:-none} to 1 process"
+  fi
+}
+
+scenario_unreachable() {  # 2 nodes, MASTER_ADDR resolves but is no node (TEST-NET-1): each fails within RDZV_TIMEOUT
+  local dir=$WORK/unreachable job
+  mkdir -p "$dir"; mapfile -t args < <(target "$dir/runs")
+  job=$(submit -N2 --output="$dir/job.out" "$SBATCH" "${args[@]}" MASTER_ADDR=192.0.2.1 RDZV_TIMEOUT=20)
+  local done; done=$(wait_state "$job" 300 FAILED COMPLETED)
+  [ "$done" = FAILED ] && [ "$(grep -c "error: MASTER_ADDR=192.0.2.1 " "$dir/job.out")" = 2 ] \
+    && result unreachable PASS "both nodes failed naming MASTER_ADDR (RDZV_TIMEOUT=20)" || result unreachable FAIL "ended $done"
 }
 
 scenario_array() {      # two one-process runs as array tasks, then make check over their results
