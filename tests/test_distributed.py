@@ -146,7 +146,7 @@ def test_two_processes_train_every_method_to_the_one_process_weights(tmp_path):
     """train.loss_batch=0 (every CIFAR/STL-10 config): each loss sees the global batch of 24 although
     each process holds 12, so 2 gloo processes reach the weights of one process after an SGD step,
     for every method (momentum encoders included), within float32 summation-order noise (5e-5: DINO
-    2.9e-5, its teacher's temperature 0.04 scales the rounding by 25; the others below 2e-5). More
+    2.9e-5: its teacher temperature 0.07 scales the rounding by 14; the others below 2e-5). More
     steps: the float64 test below (in float32 that noise grows with each step)."""
     _two_against_one(tmp_path, steps=1, dtype=torch.float32, tolerance=5e-5)
 
