@@ -34,7 +34,7 @@ include help-costs.mk
 HELP_VARIABLES := GPUS NNODES DATA_DIR IMAGENET_DIR CACHE_DIR OUT METHODS DATASETS SEEDS EPOCHS PROFILE PROBE \
   OVERRIDES PREPARE_DATA CONFIG ARGS RUN
 HELP_VAR_GPUS := processes (GPUs) per run on this machine; > 1 runs torchrun
-HELP_VAR_NNODES := machines per run (with NODE_RANK, MASTER_ADDR, MASTER_PORT; docs/experiments.md)
+HELP_VAR_NNODES := machines per run (with NODE_RANK, MASTER_ADDR, MASTER_PORT, RDZV_TIMEOUT; docs/experiments.md)
 HELP_VAR_DATA_DIR := datasets (may be read-only); missing CIFAR/STL-10 are downloaded into it
 HELP_VAR_IMAGENET_DIR := ImageNet image folder for figure4 (empty: DATA_DIR/imagenet; may be read-only)
 HELP_VAR_CACHE_DIR := derived files (FFCV) are written and reused here, never in DATA_DIR
@@ -187,6 +187,8 @@ NNODES ?= 1
 NODE_RANK ?= 0
 MASTER_ADDR ?=
 MASTER_PORT ?= 29500
+# seconds the nodes wait for each other (the preflight's meeting, each torchrun's rendezvous)
+RDZV_TIMEOUT ?= 600
 METHODS ?=
 DATASETS ?=
 SEEDS ?= 0
@@ -210,6 +212,7 @@ COMMON_FLAGS = $(DRY_RUN) --gpus "$(GPUS)" --out "$(OUT)" --data-dir "$(DATA_DIR
   --epochs "$(EPOCHS)" --probe "$(PROBE)" \
   --overrides "$(OVERRIDES)" --prepare-data "$(PREPARE_DATA)" --spectra-every "$(SPECTRA_EVERY)" \
   --nnodes "$(NNODES)" --node-rank "$(NODE_RANK)" --master-addr "$(MASTER_ADDR)" --master-port "$(MASTER_PORT)" \
+  --rdzv-timeout "$(RDZV_TIMEOUT)" \
   --variant "$(VARIANT)" --cache-dir "$(CACHE_DIR)"
 
 # the paper targets: one record each in repro/experiments/table.py, one rule for all of them

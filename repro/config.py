@@ -362,21 +362,11 @@ def loss_samples(cfg: Config) -> int:
     return cfg.train.loss_batch or cfg.data.batch_size
 
 
-# Methods with a momentum encoder: several processes with BatchNorm over the global batch hang in the
-# first backward (seen with 2 gloo processes, not solved), so under GPUS x NNODES > 1 they train with
-# per-process BatchNorm and loss (train.loss_batch = data.batch_size / processes): NOT-COMPARABLE.
-PER_PROCESS_ONLY: tuple[str, ...] = ("byol", "dino", "mocov2plus")
-
-
 def loss_batch_problem(cfg: Config, world_size: int) -> str:
     """Why `cfg` cannot train as `world_size` processes ("" when it can), naming the fix: a per-process
     loss batch (train.loss_batch > 0) must be data.batch_size / processes, and W-MSE's loss batch must
     split into whitening sub-batches. The trainer and the make targets' preflight both ask."""
     batch, loss_batch = cfg.data.batch_size, cfg.train.loss_batch
-    if world_size > 1 and not loss_batch and cfg.method in PER_PROCESS_ONLY:
-        return (f"method {cfg.method} cannot yet see the global batch from {world_size} processes (momentum encoder: "
-                f"repro.config.PER_PROCESS_ONLY): run one process, or set train.loss_batch={batch // world_size} "
-                f"(per-process BatchNorm and loss: NOT-COMPARABLE)")
     if loss_batch and batch != loss_batch * world_size:
         fits = f"GPUS x NNODES = {batch // loss_batch}" if batch % loss_batch == 0 else "no number of processes"
         return (f"train.loss_batch={loss_batch} (the samples each process's loss sees) needs data.batch_size={batch} "

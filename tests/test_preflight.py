@@ -3,6 +3,7 @@ line, exit 2, within seconds, with nothing started and nothing written. The mach
 through preflight.PROBES (a full disk, a small /dev/shm, a read-only folder for a root user)."""
 import importlib
 import os
+import socket
 import time
 
 import pytest
@@ -159,3 +160,51 @@ def test_an_stl10_download_is_counted_against_the_disk_from_its_pixel_count(tmp_
     result = refuse(capsys, "table2", "--methods", "frossl", "--datasets", "stl10", "--out", str(tmp_path / "runs"),
                     "--data-dir", str(tmp_path / "data"))
     assert_refused(result, "not enough disk", "stl10 download 6.25 GB", "5.00 GB free", tmp_path=tmp_path)
+
+
+# ---- several machines: the nodes meet at MASTER_ADDR:MASTER_PORT before anything starts ----------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("rank,addr,words", [
+    (1, "no-such-node.invalid", ["does not resolve on node 1"]),
+    (0, "192.0.2.1", ["not an address of this machine"]),                    # TEST-NET-1: never this machine
+    (1, "127.0.0.1", ["node 1 found no node 0 there within 2 s"]),          # nothing listens there
+    (0, "127.0.0.1", ["node 0 waited 2 s there, 0 of the 1 other nodes came"]),
+])
+def test_a_master_addr_the_nodes_cannot_meet_at_stops_each_within_rdzv_timeout(
+        rank, addr, words, tmp_path, capsys, cifar_present, monkeypatch):
+    monkeypatch.setattr(preflight.PROBES, "free_bytes", lambda path: 10**12)
+    monkeypatch.setattr(preflight.PROBES, "shm_bytes", lambda: 10**10)
+    monkeypatch.setattr(preflight, "checkpoint_bytes", lambda cfg: 0)   # the timing is the rendezvous's, not torch's import
+    port = free_port()
+    result = refuse(capsys, *table2(tmp_path, "--nnodes", "2", "--node-rank", str(rank), "--master-addr", addr,
+                                    "--master-port", str(port), "--rdzv-timeout", "2"))
+    assert_refused(result, f"MASTER_ADDR={addr} MASTER_PORT={port}", *words, "RDZV_TIMEOUT=2", tmp_path=tmp_path)
+
+
+def test_the_nodes_meet_then_leave_master_port_free_for_torchrun():
+    import threading
+    from pathlib import Path
+
+    from repro.experiments import Options
+    port, met = free_port(), {}
+
+    def node(rank):
+        preflight.check_rendezvous(Options(out=Path("unused"), nnodes=3, node_rank=rank, master_addr="127.0.0.1",
+                                           master_port=port, rdzv_timeout=20))
+        met[rank] = time.monotonic()
+
+    threads = [threading.Thread(target=node, args=(rank,)) for rank in (2, 1, 0)]   # node 0 last: the others retry
+    for thread in threads:
+        thread.start()
+        time.sleep(0.3)
+    for thread in threads:
+        thread.join()
+    assert sorted(met) == [0, 1, 2]
+    with socket.socket() as listener:   # no SO_REUSEADDR: fails while a connection of node 0's lingers
+        listener.bind(("127.0.0.1", port))

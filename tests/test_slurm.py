@@ -48,7 +48,8 @@ def test_sbatch_node_command_is_the_multi_node_make_line(tmp_path):
     node = bash(command.replace("make ", "make -n ", 1), ROOT, {"SLURM_NODEID": "1"})
     torchrun = [line for line in node.stdout.splitlines() if "torchrun" in line]
     assert torchrun, node.stdout + node.stderr
-    assert "--nnodes=2 --node_rank=1 --master_addr=gpu01 --master_port=29734 --nproc_per_node=4" in torchrun[0]
+    assert "--nnodes=2 --node_rank=1 --master_addr=gpu01 --master_port=29734 --rdzv_conf=timeout=600 --nproc_per_node=4" \
+        in torchrun[0]
 
 
 def test_a_node_without_gpus_runs_one_process_and_gpus_given_wins(tmp_path):

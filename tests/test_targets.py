@@ -8,7 +8,6 @@ from dataclasses import replace
 
 import pytest
 
-from repro.config import PER_PROCESS_ONLY
 from repro.experiments.plan import config_path
 from repro.experiments.table import ABLATION, FIGURE3, FIGURE4, TABLE2, TABLE3
 from tests.conftest import ROOT, SHARED_CIFAR
@@ -53,12 +52,10 @@ def test_make_n_names_the_runs_and_runs_nothing(target, tmp_path):
     assert "--dry-run" in text and not out.exists()          # nothing trained, nothing written
     runs = [r for t in (TARGETS[:-1] if target == "all" else [target]) for r in expected_runs(t)]
     for name, config in runs:
-        # on 2 processes a run whose loss batch cannot stay the paper's trains per process in its own
-        # folder: the momentum methods (256 -> 128 per process), ImageNet's 56 per GPU (224 -> 112)
+        # on 2 processes ImageNet's 56 per GPU cannot stay the paper's: it trains 224 / 2 = 112 per
+        # process in its own folder; every other run gathers its loss over the global batch, unchanged
         if name.startswith("imagenet-"):
             name += "-lb112"
-        elif any(f"-{row}-seed" in name for row in PER_PROCESS_ONLY):
-            name += "-lb128"
         if config.exists():  # written: the train command with torchrun for GPUS=2
             line = next((ln for ln in text.splitlines() if f"name={name} " in ln and "repro.train" in ln), None)
             assert line is not None, f"{target}: no train command for {name}\n{text}"
@@ -178,21 +175,23 @@ def error_lines(result):
 
 def test_make_n_multi_node_launches_torchrun_with_the_rendezvous(tmp_path):
     """NNODES=2: the same command on both machines; torchrun gets --nnodes/--node_rank/--master_addr/
-    --master_port (no --standalone); node 1 only trains, node 0 also evaluates, collects, checks."""
+    --master_port and RDZV_TIMEOUT as its rendezvous timeout (no --standalone); node 1 only trains, node 0
+    also evaluates, collects, checks."""
     if not config_path("cifar10", "frossl").exists():
         pytest.skip("repro/configs/cifar10/frossl.yaml not written yet")
     common = [f"OUT={tmp_path}", "METHODS=frossl", "DATASETS=cifar10", "GPUS=4", "NNODES=2", "MASTER_ADDR=10.0.0.1"]
     worker = make("-n", "table2", "NODE_RANK=1", *common)
     assert worker.returncode == 0, worker.stdout + worker.stderr
     line = next(ln for ln in worker.stdout.splitlines() if "repro.train" in ln)
-    assert ("torchrun --nnodes=2 --node_rank=1 --master_addr=10.0.0.1 --master_port=29500 --nproc_per_node=4 "
-            "-m repro.train repro/configs/cifar10/frossl.yaml name=cifar10-frossl-seed0 ") in line, line
+    assert ("torchrun --nnodes=2 --node_rank=1 --master_addr=10.0.0.1 --master_port=29500 --rdzv_conf=timeout=600 "
+            "--nproc_per_node=4 -m repro.train repro/configs/cifar10/frossl.yaml name=cifar10-frossl-seed0 ") in line, line
     assert "--standalone" not in worker.stdout
     commands = "\n".join(ln for ln in worker.stdout.splitlines() if not ln.lstrip().startswith("#"))  # not the plan
     assert "repro.evaluate" not in commands and "repro.check" not in commands
-    master = make("-n", "table2", "NODE_RANK=0", "MASTER_PORT=29600", *common)
+    master = make("-n", "table2", "NODE_RANK=0", "MASTER_PORT=29600", "RDZV_TIMEOUT=60", *common)
     assert master.returncode == 0, master.stdout + master.stderr
-    assert "--node_rank=0 --master_addr=10.0.0.1 --master_port=29600 --nproc_per_node=4" in master.stdout
+    assert "--node_rank=0 --master_addr=10.0.0.1 --master_port=29600 --rdzv_conf=timeout=60 --nproc_per_node=4" \
+        in master.stdout
     assert "repro.evaluate" in master.stdout and "repro.check" in master.stdout
     assert not tmp_path.joinpath("results").exists()
 

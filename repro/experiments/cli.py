@@ -94,6 +94,9 @@ def parse_options(argv: list[str]) -> tuple[argparse.Namespace, Options]:
     if opts.nnodes > 1 and not opts.master_addr:
         raise UserError(f"NNODES={opts.nnodes} needs MASTER_ADDR: set MASTER_ADDR=<address of the NODE_RANK=0 "
                         f"machine, reachable from every node> on every node")
+    if opts.rdzv_timeout < 1:
+        raise UserError(f"RDZV_TIMEOUT={opts.rdzv_timeout}: the seconds the nodes wait for each other must be >= 1 "
+                        f"(default 600)")
     if not 0 < opts.master_port < 65536:
         raise UserError(f"MASTER_PORT={opts.master_port}: choose a free TCP port in 1..65535 (default 29500)")
     return args, opts

@@ -18,7 +18,8 @@ def train_command(spec: RunSpec, opts: Options) -> list[str]:
         launcher = [str(torchrun)] if torchrun.exists() else [opts.python, "-m", "torch.distributed.run"]
         if opts.nnodes > 1:  # static rendezvous at node 0's address; the same command on every machine
             rendezvous = [f"--nnodes={opts.nnodes}", f"--node_rank={opts.node_rank}",
-                          f"--master_addr={opts.master_addr}", f"--master_port={opts.master_port}"]
+                          f"--master_addr={opts.master_addr}", f"--master_port={opts.master_port}",
+                          f"--rdzv_conf=timeout={opts.rdzv_timeout}"]
         else:
             rendezvous = ["--standalone"]
         return [*launcher, *rendezvous, f"--nproc_per_node={opts.gpus}", *args]

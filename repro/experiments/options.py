@@ -54,6 +54,7 @@ class Options:
     node_rank: int = flag(0, "this machine, 0..NNODES-1 (0 evaluates, collects, checks)")
     master_addr: str = flag("", "address of the NODE_RANK=0 machine (NNODES > 1)")
     master_port: int = flag(29500, "a free TCP port on the NODE_RANK=0 machine")
+    rdzv_timeout: int = flag(600, "seconds the nodes wait for each other (the preflight's meeting, torchrun's rendezvous)")
     # derived files (FFCV); "": <out>/cache (data folders may be read-only)
     cache_dir: str = flag("", "derived files (FFCV); default OUT/cache", path=True)
     # which config of the rows that have both (variants.py)

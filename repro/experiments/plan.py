@@ -69,9 +69,9 @@ def run_spec(exp: Experiment, opts: Options, row: str, dataset: str, seed: int) 
 def per_process_loss_batch(config: Path, overrides: list[str], world_size: int) -> int:
     """The per-process loss batch a run must train with on `world_size` processes when its config's
     cannot be kept (0: kept): the paper's split of ImageNet's batch (train.loss_batch 56 = 224 over 4)
-    on another number of processes, or a method of repro.config.PER_PROCESS_ONLY on several. Such a
-    run gets its own folder (-lb<N>) and is NOT-COMPARABLE (its train.loss_batch differs)."""
-    from repro.config import PER_PROCESS_ONLY, ConfigError, load_config
+    on another number of processes. Such a run gets its own folder (-lb<N>) and is NOT-COMPARABLE (its
+    train.loss_batch differs)."""
+    from repro.config import ConfigError, load_config
     if not config.exists():
         return 0
     try:
@@ -82,7 +82,7 @@ def per_process_loss_batch(config: Path, overrides: list[str], world_size: int) 
     if batch % world_size:
         return 0   # refused by the preflight
     per_process = batch // world_size
-    if (loss_batch and loss_batch != per_process) or (world_size > 1 and not loss_batch and cfg.method in PER_PROCESS_ONLY):
+    if loss_batch and loss_batch != per_process:
         return per_process
     return 0
 

@@ -4,9 +4,12 @@ MISSING, not errors. The checks of the machine (data present, folders writable, 
 read it through `PROBES`, which tests replace to simulate a full disk or a small /dev/shm."""
 from __future__ import annotations
 
+import errno
 import importlib.util
 import os
 import shutil
+import socket
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -93,13 +96,97 @@ def preflight(specs: list[RunSpec], opts: Options) -> list[RunSpec]:
         check_devices(configs, opts)
         disk = check_disk(planned, configs, opts, downloads)
         shm = check_shm(planned, configs, opts)
+        check_rendezvous(opts)   # last: the nodes meet once each has passed its own checks
         print(f"# preflight: {len(planned)} runs; data: " + ("; ".join(f"{d} will be downloaded into {r}"
                                                               for d, (r, _) in downloads.items()) or "present")
               + f"; disk: {disk}; /dev/shm: {shm}", flush=True)
     return planned
 
 
-# ---- the machine: data, folders, disk, shared memory -------------------------------------------
+# ---- several machines: the nodes meet at MASTER_ADDR:MASTER_PORT -------------------------------
+
+def check_rendezvous(opts: Options) -> None:
+    """NNODES > 1: node 0 listens at MASTER_ADDR:MASTER_PORT and every other node connects there, all
+    within RDZV_TIMEOUT seconds, or this node stops with one line naming MASTER_ADDR (torchrun's static
+    rendezvous would wait its own timeout and fail each run with a traceback). Each run's torchrun gets
+    the same timeout (commands.train_command)."""
+    if opts.nnodes == 1:
+        return
+    where = f"MASTER_ADDR={opts.master_addr} MASTER_PORT={opts.master_port}"
+    fix = (f"set MASTER_ADDR to the address of the NODE_RANK=0 machine that every node reaches, a MASTER_PORT free "
+           f"there and open between the nodes, and start all {opts.nnodes} nodes within RDZV_TIMEOUT={opts.rdzv_timeout} s")
+    try:
+        family, _, _, _, address = socket.getaddrinfo(opts.master_addr, opts.master_port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as err:
+        raise UserError(f"{where}: the address does not resolve on node {opts.node_rank} ({err.strerror}): {fix}; nothing was started") from None
+    if opts.node_rank == 0:
+        problem = _host_rendezvous(family, address, opts.nnodes, opts.rdzv_timeout)
+    else:
+        problem = _join_rendezvous(family, address, opts.node_rank, opts.rdzv_timeout)
+    if problem:
+        raise UserError(f"{where}: {problem}: {fix}; nothing was started")
+
+
+def _host_rendezvous(family, address, nnodes: int, timeout: float) -> str:
+    """Node 0: accept nodes 1..nnodes-1 (each sends its rank), then answer each; "" when all came."""
+    deadline = time.monotonic() + timeout
+    joined: dict[int, socket.socket] = {}
+    with socket.socket(family, socket.SOCK_STREAM) as server:
+        server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            server.bind(address)
+        except OSError as err:
+            if err.errno == errno.EADDRNOTAVAIL:
+                return "not an address of this machine, but NODE_RANK=0 runs where MASTER_ADDR points"
+            return f"node 0 cannot listen there ({err.strerror})"
+        server.listen()
+        try:
+            while len(joined) < nnodes - 1:
+                server.settimeout(max(deadline - time.monotonic(), 0.01))
+                try:
+                    conn, _ = server.accept()
+                    conn.settimeout(5)
+                    rank = int(conn.recv(16).decode() or 0)
+                except TimeoutError:
+                    return f"node 0 waited {timeout:g} s there, {len(joined)} of the {nnodes - 1} other nodes came"
+                except (OSError, ValueError):
+                    continue   # a dropped or foreign connection
+                if 0 < rank < nnodes:
+                    joined[rank] = conn
+                else:
+                    conn.close()
+            for conn in joined.values():
+                conn.sendall(b"go")
+            for conn in joined.values():   # each node closes first: MASTER_PORT is left free for torchrun
+                try:
+                    conn.recv(1)
+                except OSError:
+                    pass
+        finally:
+            for conn in joined.values():
+                conn.close()
+    return ""
+
+
+def _join_rendezvous(family, address, rank: int, timeout: float) -> str:
+    """Node `rank` > 0: connect to node 0, send the rank, wait for its answer (retrying while nothing
+    listens yet); "" once answered."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while True:
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.settimeout(max(deadline - time.monotonic(), 0.01))
+            try:
+                sock.connect(address)
+                sock.sendall(str(rank).encode())
+                if sock.recv(2) == b"go":
+                    return ""
+            except OSError as err:
+                last = err.strerror or str(err)
+        if time.monotonic() >= deadline:
+            return f"node {rank} found no node 0 there within {timeout:g} s (last attempt: {last})"
+        time.sleep(min(1.0, max(deadline - time.monotonic(), 0)))
+
 
 @dataclass
 class Probes:

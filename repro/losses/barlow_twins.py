@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from repro.losses.shared import check_shapes, full_precision
+from repro.losses.shared import at_least_float32, check_shapes, full_precision
 
 
 def batch_standardise(z: Tensor, eps: float = 1e-5) -> Tensor:
@@ -33,7 +33,7 @@ def barlow_twins_loss(z1: Tensor, z2: Tensor, *, lambd: float = 0.0051,
     """
     check_shapes((z1, z2), ("z1", "z2"), min_batch=2)
     n = z1.shape[0]
-    correlation = batch_standardise(z1.float()).T @ batch_standardise(z2.float()) / n   # (D, D)
+    correlation = batch_standardise(at_least_float32(z1)).T @ batch_standardise(at_least_float32(z2)) / n   # (D, D)
     diagonal = torch.diagonal(correlation)
     invariance = (1 - diagonal).pow(2).sum()
     redundancy = (correlation - torch.diag(diagonal)).pow(2).sum()     # off-diagonal only

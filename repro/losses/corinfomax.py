@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from repro.losses.shared import check_shapes, full_precision
+from repro.losses.shared import at_least_float32, check_shapes, full_precision
 
 
 class CorInfoMaxState(NamedTuple):
@@ -65,7 +65,7 @@ def corinfomax_loss(z1: Tensor, z2: Tensor, state: CorInfoMaxState, *, alpha: fl
             r.shape != (d, d) for r in (state.covariance1, state.covariance2)):
         raise ValueError(f"state must hold ({d},) means and ({d}, {d}) covariances for z {tuple(z1.shape)}, "
                          f"got {[tuple(t.shape) for t in state]}")
-    z1, z2 = z1.float(), z2.float()
+    z1, z2 = at_least_float32(z1), at_least_float32(z2)
     if normalize:
         z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)
     mean1, covariance1 = _running_covariance(z1, state.mean1, state.covariance1, mean_momentum,
@@ -75,7 +75,7 @@ def corinfomax_loss(z1: Tensor, z2: Tensor, state: CorInfoMaxState, *, alpha: fl
     ridge = eps * torch.eye(d, dtype=torch.float64, device=z1.device)
     covariance_term = -(torch.logdet(covariance1 + ridge) + torch.logdet(covariance2 + ridge)) / d
     invariance = F.mse_loss(z1, z2)
-    loss = covariance_term.float() + alpha * invariance
+    loss = covariance_term.to(invariance.dtype) + alpha * invariance
     new_state = CorInfoMaxState(mean1.detach(), covariance1.detach(), mean2.detach(), covariance2.detach())
     terms = {"loss": loss.detach(), "covariance": covariance_term.detach().float(),
              "invariance": invariance.detach()}

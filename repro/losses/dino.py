@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from repro.losses.shared import check_shapes, full_precision
+from repro.losses.shared import at_least_float32, check_shapes, full_precision
 
 
 def _stack_views(views: list[Tensor], name: str) -> Tensor:
@@ -47,8 +47,8 @@ def dino_loss(student_out: list[Tensor], teacher_out: list[Tensor], center: Tens
         raise ValueError(f"need at least 2 student views and no more teacher views than student "
                          f"views, got {num_teacher} teacher and {num_student} student views")
     teacher_probs = F.softmax(
-        (teacher.detach().float() - center.detach().float().reshape(-1)) / teacher_temperature, dim=-1)
-    student_log_probs = F.log_softmax(student.float() / student_temperature, dim=-1)
+        (at_least_float32(teacher.detach()) - at_least_float32(center.detach()).reshape(-1)) / teacher_temperature, dim=-1)
+    student_log_probs = F.log_softmax(at_least_float32(student) / student_temperature, dim=-1)
     # cross[t, s] = sum over the batch of H(P_t(view t), P_s(view s))
     cross = -torch.einsum("tnp,snp->ts", teacher_probs, student_log_probs)
     same_view = torch.eye(num_teacher, num_student, dtype=torch.bool, device=cross.device)
@@ -69,6 +69,6 @@ def update_center(center: Tensor, teacher_out: list[Tensor], momentum: float = 0
     if center.numel() != teacher.shape[-1]:
         raise ValueError(f"center {tuple(center.shape)} must hold one value per output dimension "
                          f"{teacher.shape[-1]}")
-    batch_center = teacher.float().mean(dim=(0, 1))
-    new_center = momentum * center.float() + (1 - momentum) * batch_center.reshape(center.shape)
+    batch_center = at_least_float32(teacher).mean(dim=(0, 1))
+    new_center = momentum * at_least_float32(center) + (1 - momentum) * batch_center.reshape(center.shape)
     return new_center.to(center.dtype)

@@ -20,12 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from repro.losses.shared import check_shapes, full_precision
-
-
-def _at_least_float32(z: Tensor) -> Tensor:
-    """fp16/bf16 -> fp32; fp32 and fp64 unchanged (tests run in fp64)."""
-    return z.to(torch.promote_types(z.dtype, torch.float32))
+from repro.losses.shared import at_least_float32, check_shapes, full_precision
 
 
 def unit_columns(z: Tensor, eps: float = 1e-6) -> Tensor:
@@ -59,7 +54,7 @@ def frossl_loss(z1: Tensor, z2: Tensor, *, invariance_weight: float = 1.0, use_l
     dim = z1.shape[1]
     normalised = []
     for z in (z1, z2):
-        z = _at_least_float32(z)
+        z = at_least_float32(z)
         centred = z - z.mean(dim=0)
         normalised.append(math.sqrt(dim) * unit_columns(centred, eps))   # columns of norm sqrt(D)
     invariance = (normalised[0] - normalised[1]).pow(2).mean()
@@ -82,7 +77,7 @@ def frossl_multiview_loss(views: list[Tensor], *, invariance_weight: float = 1.0
     """
     check_shapes(views, min_batch=2, min_count=2)
     num_views, dim = len(views), views[0].shape[1]
-    units = [unit_columns(_at_least_float32(z), eps) for z in views]
+    units = [unit_columns(at_least_float32(z), eps) for z in views]
     mean_view = torch.stack(units).mean(dim=0)
     invariance = sum(num_views * dim * (u - mean_view).pow(2).mean() for u in units)
     variance = sum(frobenius_variance(u, use_logs=use_logs) for u in units)
@@ -104,7 +99,7 @@ def linear_regime_loss(z1: Tensor, z2: Tensor) -> tuple[Tensor, dict[str, Tensor
     """
     check_shapes((z1, z2), ("z1", "z2"), min_batch=2)
     n, d = z1.shape
-    z1, z2 = _at_least_float32(z1), _at_least_float32(z2)
+    z1, z2 = at_least_float32(z1), at_least_float32(z2)
     identity = torch.eye(d, dtype=z1.dtype, device=z1.device)
     variance = (z1.T @ z1 / n - identity).pow(2).sum() + (z2.T @ z2 / n - identity).pow(2).sum()
     invariance = (z1 - z2).pow(2).sum() / n
@@ -119,7 +114,7 @@ def barlow_linear_regime_loss(z1: Tensor, z2: Tensor) -> tuple[Tensor, dict[str,
     Same normalisation as `linear_regime_loss` (Z / sqrt(N), no centring). Terms: "loss"."""
     check_shapes((z1, z2), ("z1", "z2"), min_batch=2)
     n, d = z1.shape
-    z1, z2 = _at_least_float32(z1), _at_least_float32(z2)
+    z1, z2 = at_least_float32(z1), at_least_float32(z2)
     identity = torch.eye(d, dtype=z1.dtype, device=z1.device)
     loss = (z1.T @ z2 / n - identity).pow(2).sum()
     return loss, {"loss": loss.detach()}

@@ -12,13 +12,13 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor
 
-from repro.losses.shared import check_shapes, full_precision
+from repro.losses.shared import at_least_float32, check_shapes, full_precision
 
 
 @full_precision
 def _mean_cosine(p: Tensor, z: Tensor) -> Tensor:
     # Mean over the batch of cos(p_i, z_i), with z a constant (stop-gradient), in fp32.
-    return F.cosine_similarity(p.float(), z.detach().float(), dim=1).mean()
+    return F.cosine_similarity(at_least_float32(p), at_least_float32(z.detach()), dim=1).mean()
 
 
 def negative_cosine_loss(p: Tensor, z: Tensor) -> tuple[Tensor, dict[str, Tensor]]:

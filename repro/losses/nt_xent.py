@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from repro.losses.shared import check_shapes, full_precision
+from repro.losses.shared import at_least_float32, check_shapes, full_precision
 
 
 @full_precision
@@ -30,7 +30,7 @@ def nt_xent_loss(z1: Tensor, z2: Tensor, *, temperature: float = 0.2) -> tuple[T
     """
     check_shapes((z1, z2), ("z1", "z2"), min_batch=2)   # a batch of 2 has the first negatives
     n = z1.shape[0]
-    z = F.normalize(torch.cat([z1, z2]).float(), dim=1)             # (2N, D), unit rows
+    z = F.normalize(at_least_float32(torch.cat([z1, z2])), dim=1)             # (2N, D), unit rows
     logits = z @ z.T / temperature                                  # (2N, 2N)
     # An anchor is never its own negative: remove the self-similarity from the softmax.
     self_mask = torch.eye(2 * n, dtype=torch.bool, device=z.device)
@@ -58,9 +58,9 @@ def moco_loss(query: Tensor, key: Tensor, queue: Tensor, *,
     if queue.dim() != 2 or queue.shape[1] != query.shape[1]:
         raise ValueError(f"queue must be (K, {query.shape[1]}) to match query {tuple(query.shape)}, "
                          f"got {tuple(queue.shape)}")
-    q = F.normalize(query.float(), dim=1)
-    k = F.normalize(key.detach().float(), dim=1)
-    negatives = F.normalize(queue.detach().float(), dim=1)
+    q = F.normalize(at_least_float32(query), dim=1)
+    k = F.normalize(at_least_float32(key.detach()), dim=1)
+    negatives = F.normalize(at_least_float32(queue.detach()), dim=1)
     positive = (q * k).sum(dim=1, keepdim=True)                     # (N, 1)
     negative = q @ negatives.T                                      # (N, K)
     logits = torch.cat([positive, negative], dim=1) / temperature

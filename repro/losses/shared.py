@@ -25,6 +25,12 @@ def check_shapes(tensors: Sequence[Tensor], names: str | Sequence[str] = "view",
                          f"shape: {shapes}")
 
 
+def at_least_float32(t: Tensor) -> Tensor:
+    """fp16/bf16 -> fp32; fp32 and fp64 unchanged (the losses compute in at least fp32; the tests
+    compare 1 and 2 processes in fp64, where summation order leaves no trace)."""
+    return t.to(torch.promote_types(t.dtype, torch.float32))
+
+
 def _first_tensor(values) -> Tensor | None:
     for value in values:
         if isinstance(value, Tensor):

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from repro.losses.shared import check_shapes, full_precision
+from repro.losses.shared import at_least_float32, check_shapes, full_precision
 
 
 @torch.no_grad()
@@ -30,7 +30,7 @@ def sinkhorn_knopp(scores: Tensor, *, epsilon: float = 0.05, iterations: int = 3
     sums to about B/K (exactly in the limit of many iterations). No gradient flows through it.
     """
     check_shapes((scores,), ("scores",), layout="(batch, prototypes)")
-    scores = scores.detach().float()
+    scores = at_least_float32(scores.detach())
     num_samples, num_prototypes = scores.shape
     # Subtracting the global maximum only rescales exp(.) by a constant, which the first
     # normalisation removes; it keeps exp finite for any score range.
@@ -70,7 +70,7 @@ def swav_loss(scores1: Tensor, scores2: Tensor, *, temperature: float = 0.1, eps
         if queue_scores is not None:
             scores = torch.cat([scores, queue_scores[view]])
         codes.append(sinkhorn_knopp(scores, epsilon=epsilon, iterations=iterations)[:batch])
-    scores1, scores2 = scores1.float(), scores2.float()
+    scores1, scores2 = at_least_float32(scores1), at_least_float32(scores2)
     loss = (_swapped_cross_entropy(codes[0], scores2, temperature)
             + _swapped_cross_entropy(codes[1], scores1, temperature)) / 2
     return loss, {"loss": loss.detach()}

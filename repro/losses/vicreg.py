@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from repro.losses.shared import check_shapes, full_precision
+from repro.losses.shared import at_least_float32, check_shapes, full_precision
 
 
 def invariance_term(z1: Tensor, z2: Tensor) -> Tensor:
@@ -45,7 +45,7 @@ def vicreg_loss(z1: Tensor, z2: Tensor, *, sim_weight: float = 25.0, var_weight:
                 cov_weight: float = 1.0, eps: float = 1e-4) -> tuple[Tensor, dict[str, Tensor]]:
     """VICReg loss of two (N, D) projections; returns (loss, terms) with the unweighted terms."""
     check_shapes((z1, z2), ("z1", "z2"), min_batch=2)
-    z1, z2 = z1.float(), z2.float()
+    z1, z2 = at_least_float32(z1), at_least_float32(z2)
     invariance = invariance_term(z1, z2)
     variance = variance_term(z1, eps) + variance_term(z2, eps)
     covariance = covariance_term(z1) + covariance_term(z2)

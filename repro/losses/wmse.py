@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from repro.losses.shared import check_shapes, full_precision
+from repro.losses.shared import at_least_float32, check_shapes, full_precision
 
 
 @full_precision
@@ -31,7 +31,7 @@ def whiten(x: Tensor, eps: float = 0.0) -> Tensor:
     if x.dim() < 2:
         raise ValueError(f"x must be (..., samples, dim), got {tuple(x.shape)}")
     m, d = x.shape[-2], x.shape[-1]
-    x = x.float()
+    x = at_least_float32(x)
     centred = x - x.mean(dim=-2, keepdim=True)
     covariance = centred.transpose(-2, -1) @ centred / (m - 1)
     identity = torch.eye(d, dtype=x.dtype, device=x.device)
