@@ -191,7 +191,7 @@ def test_the_nodes_meet_then_leave_master_port_free_for_torchrun():
     import threading
     from pathlib import Path
 
-    from repro.experiments import Options
+    from repro.experiments.options import Options
     port, met = free_port(), {}
 
     def node(rank):
