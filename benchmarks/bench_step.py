@@ -42,7 +42,7 @@ from repro.data.augment import TwoViews
 from repro.device import DeviceSetup
 from repro.methods import build_method
 from repro.optim import build_optimizer, scale_lr
-from repro.train_parts import Pretrainer, compile_forward
+from repro.train import Pretrainer, compile_forward
 
 ROOT = Path(__file__).resolve().parents[1]
 # dense bf16 peak TFLOP/s by GPU name fragment (docs/sources.md section 6)

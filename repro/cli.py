@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import signal
 import sys
+import threading
 from typing import Callable
 
 
@@ -23,11 +24,37 @@ class Preempted(Exception):
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
-def catch_stop_signals(handler: Callable) -> dict:
-    """Install `handler` for each stop signal this process does not ignore, and return the handlers
-    it replaced (for `restore_signals`). A signal ignored at start stays ignored: `nohup` ignores
-    SIGHUP, a shell ignores SIGINT for a background job, and closing the terminal must not stop them."""
-    return {sig: signal.signal(sig, handler) for sig in STOP_SIGNALS if signal.getsignal(sig) is not signal.SIG_IGN}
+class StopSignals:
+    """The stop signals received inside `with stop:` (the trainer checkpoints at the end of its
+    step; the experiment runner passes the signal on and starts nothing new). `signum` is the first
+    signal; `count` how many, where a repeated SIGTERM counts once: SLURM sends SIGTERM to every
+    process of a job step, and again within a second at a pre-emption (docs/slurm.md), which must
+    still wait for the checkpoint, while Ctrl-C twice means now. A signal the process was started
+    ignoring stays ignored (`nohup` ignores SIGHUP, a shell SIGINT for a background job). Nested
+    `with` blocks share the handlers; outside the main thread it is a no-op."""
+
+    def __init__(self):
+        self.signum: int | None = None
+        self.count = 0
+        self._previous: dict = {}
+        self._depth = 0
+
+    def _handle(self, signum, frame) -> None:
+        self.count += self.count == 0 or signum != signal.SIGTERM
+        self.signum = self.signum or signum
+
+    def __enter__(self):
+        self._depth += 1
+        if self._depth == 1 and threading.current_thread() is threading.main_thread():
+            self._previous = {sig: signal.signal(sig, self._handle) for sig in STOP_SIGNALS
+                              if signal.getsignal(sig) is not signal.SIG_IGN}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._depth -= 1
+        if self._depth == 0:
+            restore_signals(self._previous)
+            self._previous, self.signum, self.count = {}, None, 0   # the next block starts afresh
 
 
 def restore_signals(previous: dict) -> None:

@@ -8,12 +8,10 @@
         loss = model(views)
 
 The defaults are the GPU recipe: `train.precision=auto` is bf16 autocast on CUDA and fp32 on CPU;
-`model.channels_last=auto` is on for CUDA and for the CPU (where the convolutions measured
-as fast or faster: `python -m benchmarks.bench_memory_format`, docs/performance.md), so CPU runs and
-the CPU tests take the memory format of a GPU run, except for models that oneDNN's channels-last
-backward mishandles on the CPU (`strided_pointwise_hazard`: `setup.for_model(model)` turns it off
-under `auto` and refuses an explicit `true`). bf16 asked for explicitly (`train.precision=bf16`)
-is honoured on CPU too, so the CPU tests can run the exact switches a GPU run takes
+`model.channels_last=auto` is on for CUDA and for the CPU (as fast or faster there: docs/performance.md),
+except for models that oneDNN's channels-last backward mishandles on the CPU (`strided_pointwise_hazard`:
+`setup.for_model(model)` turns it off under `auto` and refuses an explicit `true`). An explicit
+`train.precision=bf16` is honoured on CPU too, so the CPU tests can run a GPU run's exact switches
 (tests/test_device.py). No other module tests the device type to decide a performance switch.
 """
 from __future__ import annotations

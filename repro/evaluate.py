@@ -4,18 +4,15 @@
     python -m repro.evaluate runs/cifar10-frossl --probe cached   # fast variant
     python -m repro.evaluate runs/demo --random-init              # the same encoder, untrained
 
-Linear probe, "full" (the paper's protocol, solo-learn's linear evaluation): frozen backbone in
-eval mode, a Linear layer trained 100 epochs with SGD (lr 0.3, momentum 0.9, no weight decay,
-lr x0.1 at epochs 60 and 80), batch 256, random-resized-crop + flip on the training images;
-top-1/top-5 on the un-augmented test split. The ImageNet probe (Figure 4) is Adam instead
-(eval.probe_optimizer=adam, lr 5e-3, x0.1 every 10 epochs): all of these are the run's eval.* keys.
-Linear probe, "cached" (fast, documented deviation): the same optimizer and schedule, but on
-features of the un-augmented training images computed once, so an epoch costs a matrix product
-instead of a backbone pass. It usually lands slightly below the full probe (no augmentation).
-k-NN (monitor): cosine similarity, k = 200 neighbours weighted by exp(sim / 0.1) (Wu et al. 2018),
-on un-augmented features.
-Results go to `<run>/eval_<probe>[_random_init].json`; an evaluation already done for the
-current checkpoint is not repeated (pass --force to redo it).
+Linear probe, "full" (the paper's protocol, solo-learn's): a Linear layer on the frozen backbone (eval
+mode), 100 epochs of SGD (lr 0.3, momentum 0.9, no weight decay, x0.1 at epochs 60 and 80), batch
+256, random-resized-crop + flip; top-1/top-5 on the un-augmented test split. The ImageNet probe
+(Figure 4) is Adam (eval.probe_optimizer=adam, lr 5e-3, x0.1 every 10 epochs): the run's eval.* keys.
+"cached" (fast, a documented deviation): the same schedule on features of the un-augmented training
+images computed once; usually slightly below the full probe. k-NN (monitor): cosine similarity,
+k = 200 neighbours weighted by exp(sim / 0.1) (Wu et al. 2018), on un-augmented features.
+Results: `<run>/eval_<probe>[_random_init].json`; an evaluation already done for the current
+checkpoint is not repeated (--force redoes it).
 """
 from __future__ import annotations
 

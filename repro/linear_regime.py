@@ -3,40 +3,16 @@
     python -m repro.linear_regime --data DATA_DIR --out runs/figure2          # CPU only; timing: docs/measurements.md
     make figure2 DATA_DIR=data
 
-Paper (section 5.1, Figure 2): "We train two linear layers, one for each view, using full batch
-gradient descent on 1024 samples drawn from CIFAR10"; the loss and the top-10 eigenvalues of the
-view-1 covariance Z1^T Z1 are plotted against t = lr * step. Claim: eq. 8 converges much faster
-than the Barlow Twins variant ||Z1^T Z2 - I||_F^2 of Simon et al. (2023): its eigenvalues saturate
-earlier. The setup details are in the paper's (unavailable) appendix; the choices made here:
-
-* Data: 1024 training images of CIFAR-10, a random sample (seed 0) of the split as read. Two views
-  per image, as in Simon et al. (2023, who use 500 images): two independent random 20x20 crops
-  (seed 0), flattened to m = 1200 features, pixels in [0, 1]. The 2048 crops are centred with their
-  common per-feature mean and scaled by one global factor so that E||x||^2 = 1 (the loss's
-  curvature, hence a stable lr, then does not depend on the pixel scale).
-* Model: Z_v = X_v W_v, W_v of shape (1200, d), d = 10 output dimensions (the figure shows 10
-  eigenvalues), one map per view, no bias.
-* Small initialisation (stepwise learning needs it, Simon et al. 2023): W_v entries i.i.d.
-  N(0, init_scale^2) with init_scale = 1e-3; the embedding eigenvalues then start near 1e-6, far
-  below their final value ~1.
-* Losses (repro/losses/frossl.py): eq. 8 and ||Z1^T Z2 / N - I||_F^2, both with Z^T Z / N as the
-  second-moment matrix. Same data, initial weights, learning rate and number of steps for both.
-* Optimiser: plain full-batch gradient descent, lr = 0.5, float64 (at lr = 1 the top eigenvalue of
-  eq. 8 oscillates); t = lr * step runs to t = 2500, where both variants are flat.
-* Tracked: the loss and the eigenvalues of Z1^T Z1 / N (all d = 10 of them), every 10 steps.
-
-Definition of "saturated" (the same function as Figure 3's, `repro.spectra.saturation_index`):
-an eigenvalue series is saturated from the first recorded time after which it stays within a
-factor `band` = 0.5 of its final value (0.5 * final <= lambda(t) <= 2 * final for every later
-record): on the log axis of the figure, the jump from ~1e-6 to ~1 is over. The time at which the
-top-10 spectrum saturates is the latest of the ten eigenvalues' saturation times. The final value
-means something only if the run ended on a plateau: a variant with an eigenvalue that still moved
-by more than 10% (relative to its final value) over the last 25% of the run is reported as "not
-saturated by t_max" (saturation time = infinity). Verdict: PASS if eq. 8's top-10 saturation time
-is strictly earlier than the Barlow variant's, FAIL otherwise. The measured saturation times, with
-command, machine and date, are in docs/measurements.md.
-
-Outputs in --out: figure2.json (the curves, the saturation times, the verdict), figure2.png.
+Paper section 5.1: two linear layers, one per view, trained by full-batch gradient descent on 1024
+CIFAR-10 samples; the top-10 eigenvalues of Z1^T Z1 plotted against t = lr * step. Claim: eq. 8
+saturates earlier than Simon et al.'s (2023) ||Z1^T Z2 - I||_F^2. The appendix with the setup is
+unavailable; the choices (`Settings`; docs/experiments.md, the figures): two random 20x20 crops
+per image as the views, small initial weights, lr 0.5 in float64, both losses with Z^T Z / N.
+Saturated (`repro.spectra.saturation_index`): an eigenvalue from the first record after which it
+stays within a factor `band` = 0.5 of its final value; the top-10 spectrum when its last one is;
+a run not flat to 10% over its last 25% never saturates. Verdict: PASS if eq. 8's top-10 spectrum
+saturates strictly earlier. Outputs in --out: figure2.json (curves, saturation times, verdict),
+figure2.png; the measured times: docs/measurements.md.
 """
 from __future__ import annotations
 

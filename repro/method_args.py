@@ -11,12 +11,20 @@ its header says why. Facts are cited as `docs/sources.md section N`.
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
 class LossArgs:
-    """Base of the per-method records (no fields): the type of `Config.loss`."""
+    """Base of the per-method records (no fields): the type of `Config.loss`. A record is its loss
+    function's keyword arguments, passed whole; where the method needs more (queues, momentum), the
+    loss's part is its own record (`...LossArgs`) and the method's record adds to it."""
+
+
+def loss_kwargs(args: LossArgs, loss_part: type[LossArgs]) -> dict:
+    """`args`'s fields that are `loss_part`'s (a base of its type, or its type): its loss's keyword arguments."""
+    return dataclasses.asdict(loss_part(**{f.name: getattr(args, f.name) for f in dataclasses.fields(loss_part)}))
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,7 @@ class WMSEArgs(LossArgs):
 
 
 @dataclass(frozen=True)
-class CorInfoMaxArgs(LossArgs):
+class CorInfoMaxLossArgs(LossArgs):
     # alpha 250 on CIFAR-10 (1000 on CIFAR-100: the configs), docs/sources.md section 3; the rest
     # from the authors' fork OFSkean/FroSSL@e841c57 solo/methods/corinfomax.py and its configs
     alpha: float = 250.0                # weight of the MSE
@@ -69,6 +77,10 @@ class CorInfoMaxArgs(LossArgs):
     mean_momentum: float = 0.01         # weight of the old running mean (the fork's la_mu)
     covariance_momentum: float = 0.01   # weight of the old running covariance (la_R)
     normalize: bool = True              # L2-normalise each embedding first (normalize_on)
+
+
+@dataclass(frozen=True)
+class CorInfoMaxArgs(CorInfoMaxLossArgs):
     initial_scale: float = 1.0          # running covariances start at initial_scale * I (R_ini)
 
 
@@ -85,20 +97,28 @@ class BYOLArgs(LossArgs):
 
 
 @dataclass(frozen=True)
-class MoCoV2PlusArgs(LossArgs):
+class MoCoV2PlusLossArgs(LossArgs):
     temperature: float = 0.2            # docs/sources.md section 3
+
+
+@dataclass(frozen=True)
+class MoCoV2PlusArgs(MoCoV2PlusLossArgs):
     queue_size: int = 65536             # MoCo's K (He et al. 2020); solo-learn CIFAR: 32768 (the configs)
     base_momentum: float = 0.99         # tau 0.99 -> 0.999 along a cosine (docs/sources.md section 3)
     final_momentum: float = 0.999
 
 
 @dataclass(frozen=True)
-class SwAVArgs(LossArgs):
+class SwAVLossArgs(LossArgs):
     # tau, Sinkhorn epsilon and iterations, prototypes, queue and its start epoch: solo-learn's
     # CIFAR setting (docs/sources.md section 3)
     temperature: float = 0.1
     epsilon: float = 0.05
     iterations: int = 3
+
+
+@dataclass(frozen=True)
+class SwAVArgs(SwAVLossArgs):
     num_prototypes: int = 3000
     queue_size: int = 3840              # embeddings kept per view; 0: no queue
     queue_start_epoch: int = 50         # the queue enters the codes from this epoch on
@@ -107,11 +127,15 @@ class SwAVArgs(LossArgs):
 
 
 @dataclass(frozen=True)
-class DINOArgs(LossArgs):
+class DINOLossArgs(LossArgs):
     # student/teacher temperatures, prototypes and teacher momentum: solo-learn CIFAR
     # (docs/sources.md section 3); the rest: solo-learn's defaults (solo/methods/dino.py @9187ea3)
     student_temperature: float = 0.1
-    teacher_temperature: float = 0.07   # after the warm-up
+
+
+@dataclass(frozen=True)
+class DINOArgs(DINOLossArgs):
+    teacher_temperature: float = 0.07   # after the warm-up (the loss gets the scheduled value)
     warmup_teacher_temperature: float = 0.04
     warmup_teacher_temperature_epochs: int = 0   # 0: the teacher temperature is constant
     num_prototypes: int = 4096

@@ -1,9 +1,9 @@
 """Optimizers and the learning-rate schedule of the small-dataset recipe (solo-learn's).
 
-LARS ("Large Batch Training of Convolutional Networks", Y. You, I. Gitman, B. Ginsburg, 2017,
-arXiv:1708.03888) as solo-learn implements it (`solo/utils/lars.py` @9187ea3, itself from
-Lightning Bolts) with the options its configs switch on (`clip_lr: True`, `eta: 0.02`,
-`exclude_bias_n_norm: True`, momentum 0.9). Per parameter p with gradient g and weight decay wd:
+LARS ("Large Batch Training of Convolutional Networks", You, Gitman, Ginsburg, 2017, arXiv:1708.03888)
+as solo-learn implements it (`solo/utils/lars.py` @9187ea3, from Lightning Bolts) with the options its
+configs switch on (`clip_lr: True`, `eta: 0.02`, `exclude_bias_n_norm: True`, momentum 0.9). Per
+parameter p with gradient g and weight decay wd:
 
     trust = eta * ||p|| / (||g|| + wd * ||p|| + eps)          eps = 1e-8
     trust = min(trust / lr, 1)                                 (clip_lr)
@@ -11,23 +11,8 @@ Lightning Bolts) with the options its configs switch on (`clip_lr: True`, `eta: 
     buf   = d on the first step, else momentum * buf + d       (no dampening)
     p    -= lr * buf                                           (nesterov: lr * (d + momentum * buf))
 
-Parameters with ndim == 1 (biases, BatchNorm weights) when `exclude_bias_n_norm`, and parameters
-whose norm or gradient norm is zero, get d = g: neither weight decay nor scaling (as solo-learn).
-A param group with `lars_exclude=True` is plain SGD with momentum (d = g + wd * p for all its
-parameters, like torch.optim.SGD). solo-learn has no such flag: its online classifier group is an
-ordinary LARS group with weight_decay 0 (the classifier weight IS trust-scaled there, its bias is
-not), so the trainer reproduces the paper by leaving the flag off; it exists for ablations.
-
-Schedule (solo-learn's `LinearWarmupCosineAnnealingLR`, stepped every optimizer step; its closed
-form): linear from warmup_start_lr at step 0 to base_lr at step warmup_steps - 1, then
-min_lr + (base_lr - min_lr) * (1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2,
-which is base_lr again at step warmup_steps and min_lr at total_steps. Learning rates are given per
-256 images and scaled by batch / 256 (`scale_lr`); warmup_start_lr and min_lr are not scaled.
-With restart_steps = R > 0 the cosine restarts every R steps after the warmup (SGDR, "SGDR:
-Stochastic Gradient Descent with Warm Restarts", I. Loshchilov, F. Hutter, 2017, arXiv:1608.03983,
-with T_mult = 1; torch's CosineAnnealingWarmRestarts(T_0=R, eta_min=min_lr) stepped every step):
-min_lr + (base_lr - min_lr) * (1 + cos(pi * ((step - warmup_steps) mod R) / R)) / 2, each cycle from
-base_lr down towards min_lr; the warmup, if any, happens once, at the very start (Figure 4's recipe).
+Exclusions: `LARS`. The schedule (`warmup_cosine_lr`): solo-learn's linear warmup + cosine, with
+SGDR restarts for Figure 4; learning rates are given per 256 images (`scale_lr`).
 """
 from __future__ import annotations
 
@@ -45,9 +30,15 @@ class LARS(torch.optim.Optimizer):
 
     Defaults are the values of the paper's recipe (solo-learn configs), not solo-learn's code
     defaults (eta 1e-3, no clipping, no exclusion, no momentum). Every group may override any of
-    them and may set `lars_exclude=True` (see the module docstring). The parameters of one group
-    must live on one device. The update uses torch._foreach_* ops and never reads a value back
-    to the host.
+    them. The parameters of one group must live on one device. The update (the module docstring)
+    uses torch._foreach_* ops and never reads a value back to the host.
+
+    Parameters with ndim == 1 (biases, BatchNorm weights) when `exclude_bias_n_norm`, and parameters
+    whose norm or gradient norm is zero, get d = g: neither weight decay nor scaling (as solo-learn).
+    A param group with `lars_exclude=True` is plain SGD with momentum (d = g + wd * p for all its
+    parameters, like torch.optim.SGD). solo-learn has no such flag: its online classifier group is an
+    ordinary LARS group with weight_decay 0 (the classifier weight IS trust-scaled there, its bias is
+    not), so the trainer reproduces the paper by leaving the flag off; it exists for ablations.
     """
 
     def __init__(self, params: Iterable, lr: float, *, momentum: float = 0.9, weight_decay: float = 0.0,
@@ -136,9 +127,17 @@ def warmup_cosine_lr(step: int, *, base_lr: float, total_steps: int, warmup_step
                      warmup_start_lr: float = 3e-5, min_lr: float = 0.0, restart_steps: int = 0) -> float:
     """Learning rate at optimizer step `step` (0-based), solo-learn's linear warmup + cosine.
 
-    restart_steps > 0: the cosine restarts from base_lr every restart_steps steps after the
-    warmup (SGDR with T_mult = 1, see the module docstring); 0: one cosine to total_steps.
-    Steps past total_steps stay at min_lr (solo-learn's scheduler would rise again).
+    solo-learn's `LinearWarmupCosineAnnealingLR` (stepped every optimizer step) in closed form: linear
+    from warmup_start_lr at step 0 to base_lr at step warmup_steps - 1, then
+    min_lr + (base_lr - min_lr) * (1 + cos(pi * (step - warmup_steps) / (total_steps - warmup_steps))) / 2,
+    which is base_lr again at step warmup_steps and min_lr at total_steps. warmup_start_lr and min_lr
+    are not scaled by the batch size. Steps past total_steps stay at min_lr (solo-learn's would rise again).
+
+    restart_steps = R > 0: the cosine restarts every R steps after the warmup (SGDR, Loshchilov &
+    Hutter 2017, arXiv:1608.03983, T_mult = 1; torch's CosineAnnealingWarmRestarts(T_0=R,
+    eta_min=min_lr) stepped every step): min_lr + (base_lr - min_lr) * (1 + cos(pi * ((step -
+    warmup_steps) mod R) / R)) / 2, each cycle from base_lr down towards min_lr; the warmup, if any,
+    happens once, at the very start (Figure 4's recipe).
     """
     if step < warmup_steps:
         if warmup_steps <= 1:

@@ -3,38 +3,15 @@
     python -m repro.train CONFIG train.spectra_every=10     # -> <run>/spectra.jsonl
     python -m repro.spectra RUN_DIR [RUN_DIR ...]           # end-of-run metrics of each run
 
-Definitions (paper section 5.2; "Z1^T Z1" read as the covariance of the view-1 embeddings):
-
-* Spectrum: Z1 is the (N, D) batch of view-1 embeddings (the projector's output, the input of
-  the loss). Centre every dimension over the batch: Zc = Z1 - mean. The covariance is
-  C = Zc^T Zc / N (D x D); its eigenvalues lambda_1 >= lambda_2 >= ... are computed from the
-  smaller of Zc^T Zc / N and Zc Zc^T / N (the same non-zero eigenvalues, eq. 2). The top k = 14
-  are kept. Eigenvalues are computed in float64.
-* Condition number: lambda_1 / lambda_k (k = 14). Ideal: 1.
-* Shannon entropy: p_i = lambda_i / sum_{j<=k} lambda_j over the top k, H = -sum_i p_i ln p_i
-  (natural log; 0 ln 0 = 0). Maximum ln 14 = 2.639 when the k eigenvalues are equal.
-* Saturation step of lambda_k: the series lambda_k(step) recorded every `every` steps is first
-  smoothed by a trailing moving average over `smooth` records (minibatch noise); it is saturated
-  from the first recorded step after which the smoothed series stays within a factor `band` of its
-  final value (band * final <= x <= final / band for every later record). Figure 3 uses band 0.5
-  (a factor 2 on the paper's log axis) and smooth 5 (FIGURE3_BAND, FIGURE3_SMOOTH); Figure 2 uses
-  band 0.5 and smooth 1 (repro/linear_regime.py, Settings.band; full-batch gradient descent has no
-  minibatch noise). The final value is the one at the end of the tracked run (the end of epoch 5
-  for Figure 3).
-* Settling step of lambda_k (the claims profiles' saturation, docs/claims.md): with a fixed band
-  (above) a short run whose lambda_k never moves by a factor 2 is "saturated" at step 0 whatever it
-  does. Instead the band is a fraction (SETTLE_FRACTION = 0.2) of the range the smoothed log lambda_k
-  covers during the run: settled from the first record after which |log x - log final| stays within
-  0.2 x (max log x - min log x). Some record is at least half the range from the final value, so the
-  step is 0 only for a constant series.
-
-Tracking (`SpectraTracker`): a forward hook on the method's `projector` module (the backbone
-if a method has none) keeps the output of its FIRST call in a training step, i.e. view 1's
-embeddings (every method runs view 1 through it first), detached, on the steps that are recorded;
-the trainer calls `after_step(step)` after each optimizer step. The record of step s holds the
-embeddings of the forward pass that produced update s + 1 (step 0 = the initial weights). With
-several GPUs the spectrum is that of rank 0's share of the batch. Lines of `<run>/spectra.jsonl`:
-{"step", "epoch", "eigenvalues" (top k, descending), "condition_number", "entropy", "source"}.
+Paper section 5.2 ("Z1^T Z1" read as the covariance of the view-1 embeddings): the top k = 14
+eigenvalues of C = Zc^T Zc / N, Zc the batch-centred (N, D) view-1 projector outputs (float64);
+condition number lambda_1 / lambda_14 (ideal 1); Shannon entropy (nats) of the top 14 normalised to
+sum 1 (at most ln 14 = 2.639). Saturation step of lambda_k: the first record after which its
+trailing `smooth`-record mean stays within a factor `band` of its final value (`saturation_index`).
+Figure 3 uses band 0.5 (a factor 2 on the paper's log axis) and smooth 5 (FIGURE3_BAND,
+FIGURE3_SMOOTH); Figure 2 uses band 0.5 and smooth 1 (repro/linear_regime.py: full-batch gradient
+descent has no minibatch noise). The claims profiles use a settling step instead (`settling_index`).
+`SpectraTracker` records the spectra during training; the choices: docs/experiments.md (the figures).
 """
 from __future__ import annotations
 
@@ -100,7 +77,9 @@ def moving_average(series, window: int) -> np.ndarray:
 
 def saturation_index(series, *, band: float, smooth: int = 1) -> int | None:
     """Index of the first record from which the (smoothed) series stays within a factor `band`
-    of its final value; None when the final value is not positive and finite."""
+    of its final value (band * final <= x <= final / band for every later record); None when the
+    final value is not positive and finite. The final value is the one at the end of the tracked
+    run (the end of epoch 5 for Figure 3)."""
     if not 0 < band <= 1:
         raise ValueError(f"band must be in (0, 1], got {band}")
     x = moving_average(series, smooth)
@@ -116,7 +95,13 @@ def saturation_index(series, *, band: float, smooth: int = 1) -> int | None:
 
 def settling_index(series, *, fraction: float = SETTLE_FRACTION, smooth: int = FIGURE3_SMOOTH) -> int | None:
     """Index of the first record from which the smoothed log series stays within `fraction` of its
-    range of its final value (0 for a constant series); None when a value is not positive and finite."""
+    range of its final value (0 for a constant series); None when a value is not positive and finite.
+
+    The claims profiles' saturation (docs/claims.md): with a fixed band a short run whose lambda_k
+    never moves by a factor 2 is "saturated" at step 0 whatever it does. Here the band is a fraction
+    of the range the smoothed log lambda_k covers during the run: |log x - log final| <= fraction x
+    (max log x - min log x). Some record is at least half the range from the final value, so the
+    index is 0 only for a constant series."""
     x = moving_average(series, smooth)
     if len(x) == 0 or not (np.all(np.isfinite(x)) and np.all(x > 0)):
         return None
@@ -130,6 +115,13 @@ def settling_index(series, *, fraction: float = SETTLE_FRACTION, smooth: int = F
 
 class SpectraTracker:
     """Records the top-k covariance eigenvalues of view-1 embeddings every `every` optimizer steps.
+
+    A forward hook on the method's `projector` module (the backbone if a method has none) keeps the
+    output of its FIRST call in a training step, i.e. view 1's embeddings (every method runs view 1
+    through it first), detached, on the steps that are recorded. The record of step s holds the
+    embeddings of the forward pass that produced update s + 1 (step 0 = the initial weights). With
+    several GPUs the spectrum is that of rank 0's share of the batch. Lines of `<run>/spectra.jsonl`:
+    {"step", "epoch", "eigenvalues" (top k, descending), "condition_number", "entropy", "source"}.
 
         tracker = SpectraTracker(method, run_dir, every=10, start_step=step, steps_per_epoch=n)
         ... after each optimizer step: tracker.after_step(step)

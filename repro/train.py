@@ -9,11 +9,10 @@ Re-running the same command resumes from the run folder's last checkpoint (writt
 end, and at the current step on SIGTERM/SIGINT/SIGHUP, after which the command exits 128 + signal);
 a finished run is left as it is. Per step: two augmented views, each through the network
 separately, the method's loss plus the online linear classifier on detached features, one optimizer
-step, the lr set by the warmup-cosine schedule. Device, bf16 autocast and channels-last come from
-repro/device.py (on by default on CUDA; the same code in fp32 on CPU). Metrics accumulate on the
-device and are read (one host sync) every `train.log_every` steps, into RUN/metrics.jsonl and the
-same numbers as TensorBoard scalars in RUN/tb/ (`make tensorboard OUT=runs`; off, said once, when
-the tensorboard package is missing); on CUDA each line has peak_memory_gib.
+step, the lr from the warmup-cosine schedule. Device, bf16 autocast and channels-last: repro/device.py
+(on by default on CUDA; the same code in fp32 on CPU). Metrics (repro/metrics.py): RUN/metrics.jsonl
+every `train.log_every` steps (one host sync) and TensorBoard scalars in RUN/tb/ (`make tensorboard`).
+The loop comes first in this file, then its parts in the order it uses them.
 """
 from __future__ import annotations
 
@@ -23,12 +22,13 @@ import signal
 import sys
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from repro import distributed
 from repro.checkpoint import CHECKPOINT, load_checkpoint, prepare_run_dir, save_checkpoint, write_json
-from repro.cli import Preempted, UserError, run_cli
+from repro.cli import Preempted, StopSignals, UserError, run_cli
 from repro.config import Config, load_config, loss_batch_problem
 from repro.data import build_loader, num_classes
 from repro.device import DeviceSetup
@@ -36,9 +36,8 @@ from repro.distributed import env_from_torchrun
 from repro.methods import build_method
 from repro.optim import build_optimizer, scale_lr, set_lr
 from repro.seeds import step_seed
+from repro.metrics import TENSORBOARD_DIR, MetricsLog, MetricsWindow, trim_metrics
 from repro.spectra import SpectraTracker
-from repro.train_parts import (TENSORBOARD_DIR, MetricsLog, MetricsWindow, Pretrainer, StopSignals,  # noqa: F401
-                               classifier_loss, compile_forward, online_accuracy, trim_metrics)  # (re-exported)
 
 
 DIVERGED = "diverged.json"   # written into the run folder when the loss goes non-finite
@@ -136,7 +135,7 @@ def train(cfg: Config) -> dict:
 
                 window.add(terms, batch_size=views[0].shape[0])
                 end_of_epoch = step % steps_per_epoch == 0
-                if step % cfg.train.log_every == 0 or end_of_epoch or stop.received:
+                if step % cfg.train.log_every == 0 or end_of_epoch or stop.signum:
                     record = window.flush()   # a collective: every rank calls it at the same steps
                     if record is None:
                         message = (f"loss became non-finite by step {step} (epoch {epoch + 1}): the last good "
@@ -149,9 +148,9 @@ def train(cfg: Config) -> dict:
                         record["peak_memory_gib"] = torch.cuda.max_memory_allocated(setup.device) / 2**30
                     metrics.write(record)
                     bar.set_postfix(loss=f"{record['loss']:.4f}", lr=f"{lr:.3g}", img_s=f"{record['images_per_s']:.0f}")
-                if stop.received and not end_of_epoch:
+                if stop.signum and not end_of_epoch:
                     save(epoch)
-                    raise preempted(stop.received)
+                    raise preempted(stop.signum)
             bar.close()
 
             every = cfg.eval.online_eval_every
@@ -160,8 +159,8 @@ def train(cfg: Config) -> dict:
                 metrics.write({"epoch": epoch + 1, "step": step, "online_top1": online_top1, "online_top5": online_top5})
                 print(f"epoch {epoch + 1}: online linear top-1 {online_top1:.4f}", file=sys.stderr)
             save(epoch + 1)
-            if stop.received:
-                raise preempted(stop.received)
+            if stop.signum:
+                raise preempted(stop.signum)
     if spectra:
         spectra.close()
 
@@ -214,11 +213,81 @@ def resume(checkpoint_path, method: nn.Module, classifier: nn.Module, optimizer)
     return state["step"]
 
 
+class Pretrainer(nn.Module):
+    """The method plus the online linear classifier; one forward gives one step's losses.
+    (One module, so that DDP synchronises the classifier's gradients too.)"""
+
+    def __init__(self, method: nn.Module, classifier: nn.Module):
+        super().__init__()
+        self.method = method
+        self.classifier = classifier
+
+    def forward(self, views: list[torch.Tensor], labels: torch.Tensor):
+        loss, terms, features = self.method(views)
+        class_losses, correct, count = [], 0, 0
+        for feats in features:  # the online probe sees every view, detached from the backbone
+            view_loss, view_correct, view_count = classifier_loss(self.classifier(feats.detach()), labels)
+            class_losses.append(view_loss)
+            correct, count = correct + view_correct, count + view_count
+        class_loss = torch.stack(class_losses).mean()
+        return loss + class_loss, {**terms, "class_loss": class_loss.detach(), "correct": correct, "labelled": count}
+
+
+def classifier_loss(logits: torch.Tensor, labels: torch.Tensor):
+    """Cross-entropy over labelled samples only (label -1 = unlabelled, e.g. STL-10's 100k extra
+    images). Summed then divided by max(count, 1): a batch with no label gives 0, not NaN."""
+    labelled = labels >= 0
+    count = labelled.sum()
+    loss = F.cross_entropy(logits.float(), labels, ignore_index=-1, reduction="sum") / count.clamp(min=1)
+    correct = ((logits.argmax(dim=1) == labels) & labelled).sum()
+    return loss, correct, count
+
+
+def compile_forward(module: nn.Module, enabled: bool):
+    """torch.compile the module's forward. torch compiles lazily, at the first call (and again at a
+    recompile), and a forward may change state before a later graph fails to compile (MoCo's
+    queue, CorInfoMax's estimates); re-running it eagerly would apply that change twice. So a
+    compile failure stops the run with a one-line error instead; the checkpoint on disk predates it."""
+    if not enabled:
+        return module
+    compiled = torch.compile(module)
+
+    def forward(*args):
+        try:
+            return compiled(*args)
+        except torch._dynamo.exc.TorchDynamoException as err:
+            first_line = (str(err).strip().splitlines() or [""])[0]
+            raise UserError(f"torch.compile failed ({type(err).__name__}: {first_line}); "
+                            f"run with train.compile=false to train eagerly") from err
+
+    return forward
+
+
 def progress(loader, epoch: int, *, first_batch: int, cfg: Config, show: bool):
     """One epoch's batches from `first_batch` on, behind a progress bar (rank 0 only)."""
     return tqdm(loader.epoch(epoch, start_batch=first_batch), total=len(loader), initial=first_batch,
                 desc=f"epoch {epoch + 1}/{cfg.optim.epochs}", disable=not show, dynamic_ncols=True,
                 mininterval=1.0 if sys.stderr.isatty() else 30.0)
+
+
+@torch.no_grad()
+def online_accuracy(backbone: nn.Module, classifier: nn.Module, loader, setup: DeviceSetup) -> tuple[float, float]:
+    """Top-1 and top-5 accuracy of the online classifier on the labelled validation images."""
+    backbone.eval()
+    correct = torch.zeros((), device=setup.device, dtype=torch.long)
+    correct_top5 = torch.zeros((), device=setup.device, dtype=torch.long)
+    total = torch.zeros((), device=setup.device, dtype=torch.long)
+    for (images,), labels in loader.epoch(0):
+        images, labels = setup.images(images), setup.labels(labels)
+        with setup.autocast():
+            logits = classifier(backbone(images))
+        _, batch_correct, batch_count = classifier_loss(logits, labels)
+        correct += batch_correct
+        total += batch_count
+        # label -1 (unlabelled) never equals a class index, so it never counts as correct
+        correct_top5 += (logits.topk(min(5, logits.shape[1]), dim=1).indices == labels[:, None]).any(dim=1).sum()
+    backbone.train()
+    return correct.item() / max(total.item(), 1), correct_top5.item() / max(total.item(), 1)
 
 
 def main(argv: list[str]) -> int:

@@ -26,7 +26,7 @@ LAYERS = [
                     "repro.formats", "repro.losses", "repro.optim", "repro.distributed", "repro.spectra"]),
     (2, "data", ["repro.data", "repro.models", "repro.device", "repro.checkpoint"]),
     (3, "methods", ["repro.methods"]),
-    (4, "train", ["repro.train", "repro.train_parts", "repro.evaluate", "repro.export", "repro.demo", "repro.faults",
+    (4, "train", ["repro.train", "repro.metrics", "repro.evaluate", "repro.export", "repro.demo", "repro.faults",
                   "repro.linear_regime", "benchmarks"]),
     (5, "results", ["repro.experiments", "repro.check", "repro.expected", "repro.references", "repro.report",
                     "repro.gpu_check", "repro.console"]),

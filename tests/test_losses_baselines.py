@@ -9,6 +9,8 @@ Convention differences from lightly, compensated explicitly below:
   ours == scale * lightly.
 - DINO: lightly's teacher temperature schedule is disabled by passing teacher_temp explicitly.
 """
+import dataclasses
+import inspect
 import itertools
 
 import pytest
@@ -23,6 +25,8 @@ from repro.losses.nt_xent import moco_loss, nt_xent_loss, update_queue
 from repro.losses.swav import sinkhorn_knopp, swav_loss
 from repro.losses.vicreg import vicreg_loss
 from repro.losses.wmse import whiten, wmse_loss
+from repro.method_args import METHOD_ARGS
+from repro.methods import METHODS
 
 
 @pytest.fixture
@@ -419,25 +423,30 @@ def test_shape_errors_name_the_shapes(call):
         call()
 
 
-# ---------------------------------------------------------------- defaults: the config's records
-# keyword arguments a method computes itself: the queue's scores (SwAV), the random source (W-MSE)
-SET_BY_THE_METHOD = {"queue_scores", "generator"}
+# ---------------------------------------------------------------- the config's records
+# keyword arguments a method computes itself: the queue's scores (SwAV), the random source (W-MSE),
+# the scheduled teacher temperature (DINO: from its record's teacher_temperature and warm-up)
+SET_BY_THE_METHOD = {"swav": {"queue_scores"}, "wmse": {"generator"}, "dino": {"teacher_temperature"}}
 
 
-def test_every_loss_argument_is_a_config_key_with_the_same_default():
-    """Each keyword argument of a method's loss function is a key of the method's `loss:` record,
-    and a loss function called without it (as the Figure 2 and distributed code do) computes what a
-    config silent on that key computes."""
-    import dataclasses
-    import inspect
-
-    from repro.methods import METHODS
-
-    for name, cls in METHODS.items():
-        fields = {f.name: f.default for f in dataclasses.fields(cls.args_type)}
-        functions = [cls.loss_fn] + ([cls.multiview_loss_fn] if hasattr(cls, "multiview_loss_fn") else [])
-        for fn in functions:
-            for param in inspect.signature(fn).parameters.values():
-                if param.kind is inspect.Parameter.KEYWORD_ONLY and param.name not in SET_BY_THE_METHOD:
-                    assert param.name in fields, (name, fn.__name__, param.name)
-                    assert param.default == fields[param.name], (name, fn.__name__, param.name)
+@pytest.mark.parametrize("name", sorted(METHOD_ARGS))
+def test_each_loss_part_of_a_record_is_its_loss_signature_with_the_same_defaults(name):
+    """A method passes its record's loss part whole (`loss_fn(..., **self.loss_kwargs)`): that part
+    (`loss_args_type`; the whole record unless the method needs more) has exactly its loss
+    function's keyword arguments as fields, bar those the method computes, so a field added to one
+    and not the other fails here. The defaults agree too: a loss function called without an
+    argument (as the Figure 2 and distributed code do) computes what a config silent on it computes."""
+    cls = METHODS[name]
+    part = cls.loss_args_type or cls.args_type
+    assert issubclass(cls.args_type, part)
+    loss_defaults = {f.name: f.default for f in dataclasses.fields(part)}
+    record_defaults = {f.name: f.default for f in dataclasses.fields(cls.args_type)}
+    computed = SET_BY_THE_METHOD.get(name, set())
+    for fn in [cls.loss_fn] + ([cls.multiview_loss_fn] if hasattr(cls, "multiview_loss_fn") else []):
+        keywords = {p.name: p.default for p in inspect.signature(fn).parameters.values()
+                    if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        assert set(loss_defaults) == set(keywords) - computed, (name, fn.__name__)
+        assert loss_defaults == {key: keywords[key] for key in loss_defaults}, (name, fn.__name__)
+        # the method's own fields are none of its loss's arguments, but for one it schedules (DINO)
+        assert (set(record_defaults) - set(loss_defaults)) & set(keywords) <= computed, (name, fn.__name__)
+        assert all(keywords[key] == record_defaults[key] for key in computed & set(record_defaults))

@@ -8,7 +8,7 @@ import torch
 
 from repro.config import load_config
 from repro.evaluate import evaluate_run
-from repro.train import train
+from repro.train import Pretrainer, train
 from tests.conftest import ROOT, crash_after_first_checkpoint
 
 SMALL_MODEL = ["model.width=16", "model.proj_hidden_dim=256", "model.proj_output_dim=256",
@@ -199,7 +199,6 @@ def test_the_cli_turns_preempted_into_exit_128_plus_the_signal(capsys):
 
 def test_a_compile_failure_stops_with_one_line_before_any_eager_forward(tmp_path, monkeypatch):
     from repro.cli import UserError
-    from repro.train_parts import Pretrainer
 
     class CompileFailed(torch._dynamo.exc.TorchDynamoException):
         pass

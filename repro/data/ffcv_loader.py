@@ -1,26 +1,17 @@
 """Two-view SSL loader on FFCV: decode once, two random resized crops + flips in FFCV's compiled
 (numba) pipeline, colour augmentations per image in torch on the training device.
 
-    loader = FFCVTwoViewLoader("data/ffcv/cifar10_train.beton", dataset="cifar10",
+    loader = FFCVTwoViewLoader("runs/cache/ffcv/cifar10_train.beton", dataset="cifar10",
                                augmentations="symmetric", image_size=32, batch_size=256, seed=0)
     for views, labels in loader.epoch(epoch): ...     # the same interface as repro.data.Loader
 
-Why a custom decoder: ffcv 1.0.2 runs one pipeline per stored field, so two views of one image
-need either the image stored twice or one operation that emits both crops. `TwoRandomResizedCrops`
-decodes each image once and writes both views' crops into a (n, 2, S, S, 3) uint8 batch.
-
-Crops follow torchvision's RandomResizedCrop (same scale/ratio sampling, same fallback) and PIL's
-bicubic resampling with its antialiasing support (what the torchvision path runs), rounding to
-uint8 between the horizontal and the vertical pass as PIL does. The randomness is a counter-based
-hash of (seed, epoch, image index, view): independent of thread scheduling, batch composition and
-world size, so an epoch is a function of (seed, epoch) and a resumed run sees the same crops.
-The epoch's key is read by the compiled code at every batch (a tiny object-mode block), so one
-compiled pipeline serves all epochs.
-
-Hazards of ffcv on these machines (docs/sources.md section 5) handled here: ffcv's Loader sets
-torch's thread count (as its import does): restored; .beton files are written by data_prep/ in
-their own process, never here; a truncated or corrupt file is refused with a one-line error
-naming the file and the command that rebuilds it (repro/formats/beton.py, the file format).
+Crops follow torchvision's RandomResizedCrop and PIL's bicubic resampling (`TwoRandomResizedCrops`);
+the randomness is a counter-based hash of (seed, epoch, image index, view), so an epoch is a
+function of (seed, epoch) whatever the threads, batches or world size, and a resumed run sees the
+same crops. Hazards of ffcv on these machines (docs/sources.md section 5) handled here: ffcv's
+Loader sets torch's thread count (as its import does): restored; .beton files are written by
+data_prep/ in their own process, never here; a truncated or corrupt file is refused with a
+one-line error naming the file and the command that rebuilds it (repro/formats/beton.py).
 """
 from __future__ import annotations
 
@@ -72,7 +63,15 @@ def _two_crops_decoder_class():
 
     class TwoRandomResizedCrops(SimpleRGBImageDecoder):
         """Decode each image once (JPEG or raw) and write one random resized crop per view,
-        (n, views, size, size, 3) uint8. views: per view (scale_low, scale_high, flip_prob)."""
+        (n, views, size, size, 3) uint8. views: per view (scale_low, scale_high, flip_prob).
+
+        Why: ffcv 1.0.2 runs one pipeline per stored field, so two views of one image need either
+        the image stored twice or one operation that emits both crops. The crops follow
+        torchvision's RandomResizedCrop (same scale/ratio sampling, same fallback) and PIL's bicubic
+        resampling with its antialiasing support (what the torchvision path runs), rounding to uint8
+        between the horizontal and the vertical pass as PIL does. The epoch's key is read by the
+        compiled code at every batch (a tiny object-mode block), so one compiled pipeline serves
+        all epochs."""
 
         def __init__(self, size: int, views: list[tuple[float, float, float]], epoch_key: EpochKey,
                      ratio: tuple[float, float] = (3 / 4, 4 / 3)):

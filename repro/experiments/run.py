@@ -6,11 +6,10 @@ import os
 import shlex
 import signal
 import subprocess
-import threading
 import time
 from dataclasses import replace
 
-from repro.cli import Preempted, UserError, catch_stop_signals, restore_signals
+from repro.cli import Preempted, StopSignals, UserError
 from repro.experiments.commands import (check_command, collect_command, evaluate_command, full_check_command,
                                         report_command, train_command)
 from repro.experiments.data_steps import data_steps
@@ -28,43 +27,16 @@ STOP_GRACE_SECONDS = 120.0   # after a stop signal, how long a step's processes 
                              # then writes its checkpoint (ImageNet: a validation pass, ~1 GB written)
 
 
-class StopRequest:
-    """Stop signals received by this process (the top of a target: `make` forwards SIGTERM to it, a
-    terminal sends SIGINT/SIGHUP to its whole foreground group). Process-wide: a union's parts share it."""
-
-    def __init__(self):
-        self.signum: int | None = None   # the first stop signal
-        self.count = 0                   # a second one escalates to SIGKILL at once (a repeated SIGTERM does not)
-        self._previous: dict = {}
-        self._depth = 0
-
-    def _handle(self, signum, frame) -> None:
-        # SLURM sends SIGTERM to every process of a job step, and again within a second at a
-        # pre-emption (docs/slurm.md): a repeated SIGTERM waits for the checkpoint; Ctrl-C twice does not
-        self.count += self.count == 0 or signum != signal.SIGTERM
-        self.signum = self.signum or signum
-
-    def __enter__(self):
-        """Installs the handlers (once: nested targets share them); outside the main thread, a no-op."""
-        self._depth += 1
-        if self._depth == 1 and threading.current_thread() is threading.main_thread():
-            self._previous = catch_stop_signals(self._handle)   # nohup's SIGHUP stays ignored
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._depth -= 1
-        if self._depth == 0:
-            restore_signals(self._previous)
-            self._previous, self.signum, self.count = {}, None, 0   # the next target starts afresh
-
-    def check(self, what: str) -> None:
-        """Raise Preempted (exit 128 + signal) if a stop signal came: nothing new starts after one."""
-        if self.signum:
-            raise Preempted(self.signum, f"{signal.Signals(self.signum).name}: target stopped {what}; "
-                                         f"checkpoints are kept: run the same command again to resume")
+def check_stop(what: str) -> None:
+    """Raise Preempted (exit 128 + signal) if a stop signal came: nothing new starts after one."""
+    if STOP.signum:
+        raise Preempted(STOP.signum, f"{signal.Signals(STOP.signum).name}: target stopped {what}; "
+                                     f"checkpoints are kept: run the same command again to resume")
 
 
-STOP = StopRequest()
+# stop signals received by this process (the top of a target: `make` forwards SIGTERM to it, a
+# terminal sends SIGINT/SIGHUP to its whole foreground group). Process-wide: a union's parts share it
+STOP = StopSignals()
 
 
 def process_table() -> dict[int, tuple[int, int, str, str]]:
@@ -116,7 +88,7 @@ def send(pids, sig: int) -> None:
 
 class Runner:
     """Prints each command; runs it unless dry-run; remembers failures. Each command runs in its own
-    session (process group); a stop signal is passed to it and the target then ends (StopRequest)."""
+    session (process group); a stop signal is passed to it and the target then ends (STOP)."""
 
     poll_seconds = 5.0   # how often a run that must stop at an epoch is looked at
 
@@ -136,9 +108,9 @@ class Runner:
         if self.opts.dry_run:
             return 0
         what = shlex.join(command[1:4])
-        STOP.check(f"before `{what} ...`")
+        check_stop(f"before `{what} ...`")
         code = self._run(command, stop_when)
-        STOP.check(f"after `{what} ...` ended (exit {code})")
+        check_stop(f"after `{what} ...` ended (exit {code})")
         if code != 0:
             self.failures.append(f"exit {code}: {shlex.join(command)}")
             print(f"# FAILED (exit {code})" + ("" if critical else "; continuing with the next step"), flush=True)
@@ -159,7 +131,7 @@ class Runner:
                 break
             except subprocess.TimeoutExpired:
                 pass
-            except BaseException:   # Ctrl-C without StopRequest's handlers (a Runner used alone), an error
+            except BaseException:   # Ctrl-C without STOP's handlers (a Runner used alone), an error
                 below.update(descendants(process.pid))
                 send([process.pid], signal.SIGTERM)
                 try:
@@ -316,7 +288,7 @@ def run_target(exp: Experiment, opts: Options, progress: Progress | None = None)
     Preempted once that step has ended: exit 128 + signal through repro.cli.run_cli."""
     with STOP:
         code = _run_target(exp, opts, progress)
-        STOP.check("between steps")
+        check_stop("between steps")
     return code
 
 

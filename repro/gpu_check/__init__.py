@@ -5,21 +5,14 @@
     python3 -m repro.gpu_check                                 # no data: environment, CUDA tests, bench
     python3 -m repro.gpu_check --dry-run                       # CPU: every part that needs no CUDA, tiny
 
-Parts, each recorded even when another fails (commands run as subprocesses, logs in OUT/logs/):
-  environment  driver, CUDA, GPU, torch/torchvision/numpy, which optional packages import, whether
-               a C compiler and Python.h (torch.compile) are present
-  cuda_tests   `python -m pytest tests/test_cuda.py -m cuda` (bf16, channels-last, cudnn.benchmark,
-               FFCV with augmentation on the GPU, NCCL)
-  bench_eager / bench_compile   `python -m benchmarks.bench_step` without / with --compile (on
-               random images in CIFAR's files when no data is given)
-  train        a short FroSSL CIFAR-10 run through `python -m repro.train`: s/epoch, images/s,
-               peak GPU memory, online top-1 (FFCV loader when ffcv imports, else torchvision)
-  estimate     every target's wall time on this machine from the measured epoch time, beside the
-               FLOP-based and anchor-based estimates (repro/gpu_check/estimate.py)
-Writes OUT/gpu_check.json and OUT/gpu_check.md (default OUT: runs/gpu-check), rewritten after every
-part, so a run cut off keeps every finished part; exit 0 when no part failed, 1 when one did, 2 on
-bad input. --data (or $CIFAR10) takes the CIFAR-10 JPEG archive (train/<class>/, test/<class>/
-inside), its unpacked folder, or a folder holding torchvision's cifar-10-batches-py.
+Parts, each recorded even when another fails (subprocesses, logs in OUT/logs/; docs/gpu-check.md):
+environment, cuda_tests (tests/test_cuda.py), bench_eager / bench_compile (benchmarks.bench_step),
+train (a short FroSSL CIFAR-10 run: s/epoch, images/s, peak memory, online top-1) and estimate
+(every target's wall time from the measured epoch time, repro/gpu_check/estimate.py).
+Writes OUT/gpu_check.json and OUT/gpu_check.md (default OUT: runs/gpu-check) after every part, so a
+run cut off keeps every finished part; exit 0 when no part failed, 1 when one did, 2 on bad input.
+--data (or $CIFAR10): the CIFAR-10 JPEG archive (train/<class>/, test/<class>/ inside), its unpacked
+folder, or a folder holding torchvision's cifar-10-batches-py.
 """
 from __future__ import annotations
 

@@ -1,30 +1,17 @@
 """Wall-time estimate of experiment runs from their FLOPs: the project's one estimator. Two users:
+`make gpu-check` calibrates the rate by one measured epoch on this machine (estimate_targets); the
+plan summary (`make -n TARGET`) and `make help` show, until gpu-check has measured a rate, a range of
+two estimates (estimate_range): the FLOP-based one at a reference GPU's assumed utilisation
+(reference_rate) and the one a published epoch time implies (anchor_rate; a slower fp32 setup,
+usually the higher figure). Neither is a measurement.
 
-* `make gpu-check` calibrates the rate by one measured epoch on this machine (estimate_targets);
-* the experiment targets' plan summary (`make -n TARGET`, repro/experiments/summary.py) and `make
-  help` show, until gpu-check has measured a rate, a range of two estimates (estimate_range): the
-  FLOP-based one at the reference rate below (a named GPU at an assumed utilisation, reference_rate)
-  and the anchor-based one at the rate a published epoch time implies (anchor_rate). Neither is a
-  measurement; the anchor is a slower, fp32 setup and usually gives the higher figure.
+    rate           = CIFAR-10 epoch FLOPs / measured seconds per CIFAR-10 FroSSL pretraining epoch
+    run seconds    = epochs x epoch FLOPs(dataset) / rate  (+ its linear probe: PROBE_COST)
 
-The measured quantity is the seconds per CIFAR-10 FroSSL pretraining epoch (50,000 images, two
-32 px views, ResNet18 with the CIFAR stem) on this machine. It gives an effective rate in FLOP/s,
-and every run of a target is its training FLOPs divided by that rate:
-
-    rate           = CIFAR-10 epoch FLOPs / measured seconds per CIFAR-10 epoch
-    run seconds    = epochs x epoch FLOPs(dataset) / rate  (+ its linear probe, below)
-
-Epoch FLOPs are docs/experiments.md's analytic counts ("Estimated GPU-hours": 2 FLOPs per
-multiply-add, a training step = 3 x the forward, two views): CIFAR 0.43 PFLOP (1.42 GFLOP per
-32 px view with solo-learn's padding-2 stem), STL-10 0.43 PFLOP (105,000 images at 96 px),
-ImageNet 28 PFLOP (1,281,167 images at 224 px).
-
-The paper's linear probe (100 epochs on the labelled training split, frozen backbone, one view,
-no backward through the backbone) costs one forward per image: 1/6 of a pretraining step's FLOPs
-per image (3 x forward x 2 views). Assumptions the estimate cannot see: every method costs what
-FroSSL costs (momentum encoders and queues make BYOL/MoCo/DINO dearer), and the rate holds for
-other image sizes; when decoding bounds a run (ImageNet's JPEGs, the torchvision probe path) the
-real time is longer. Figure 2 runs on the CPU (about 40 s, docs/experiments.md) and counts 0 here.
+Epoch FLOPs (EPOCH_FLOPS) are docs/experiments.md's analytic counts ("Estimated GPU-hours"). The
+estimate cannot see that momentum encoders and queues make BYOL/MoCo/DINO dearer than FroSSL, nor
+a rate that changes with the image size, nor decoding-bound runs (ImageNet's JPEGs, the
+torchvision probe path), which take longer. Figure 2 runs on the CPU (about 40 s) and counts 0.
 """
 from __future__ import annotations
 
@@ -33,14 +20,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 PFLOP = 1e15
-# training FLOPs of one pretraining epoch (docs/experiments.md, "Estimated GPU-hours")
+# training FLOPs of one pretraining epoch (docs/experiments.md, "Estimated GPU-hours": 2 FLOPs per
+# multiply-add, a step = 3 x the forward, two views): CIFAR 1.42 GFLOP per 32 px view with
+# solo-learn's padding-2 stem, STL-10 105,000 images at 96 px, ImageNet 1,281,167 at 224 px
 EPOCH_FLOPS = {"cifar10": 0.43 * PFLOP, "cifar100": 0.43 * PFLOP, "stl10": 0.43 * PFLOP, "imagenet": 28.0 * PFLOP}
 # images per pretraining epoch: CIFAR train splits, STL-10 train+unlabeled, ImageNet-1k train
 PRETRAIN_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "stl10": 105_000, "imagenet": 1_281_167}
 # images of the linear probe's (labelled) training split
 PROBE_IMAGES = {"cifar10": 50_000, "cifar100": 50_000, "stl10": 5_000, "imagenet": 1_281_167}
 PROBE_EPOCHS = 100
-PROBE_COST = 1 / 6          # probe FLOPs per image / pretraining FLOPs per image
+# probe FLOPs per image / pretraining FLOPs per image: the paper's probe (100 epochs on the labelled
+# split, frozen backbone, one view, no backward through it) is one forward per image, a pretraining
+# step 3 x forward x 2 views
+PROBE_COST = 1 / 6
 TABLE2_ROWS = 12            # 10 baselines, FroSSL, FroSSL (no logs)
 TABLE3_ROWS = 11            # expected_results/table3.yaml's rows
 ABLATION_ROWS = 2           # FroSSL (no logs) and FroSSL, the ablation record's rows (repro/experiments/table.py)

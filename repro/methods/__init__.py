@@ -1,25 +1,17 @@
-"""A method = a backbone, its heads, its loss and any state the loss needs.
-
-Every method exposes the same small interface to the trainer:
+"""A method = a backbone, its heads, its loss and any state the loss needs; the same interface for all:
     method.set_progress(step, steps_per_epoch, total_steps)   # before the forward of each step
     loss, terms, features = method(views)   # views: list of (N, C, H, W) batches
     method.after_backward()                 # e.g. SwAV/DINO: no update of frozen prototypes
     method.after_step()                     # e.g. the momentum (EMA) encoders' update
     method.param_groups()                   # optimizer groups (fixed lrs...)
 `features` are the online backbone's outputs of each view (the online classifier reads them,
-detached). Everything a later step depends on (momentum encoders, queues, centres, running
-covariances) is a parameter or buffer, so it is in the checkpoint and a resume is exact; the rest
-(momentum tau, teacher temperature, queue/freeze epochs) is a function of the step.
-
-Hyper-parameters are `cfg.loss`, the frozen record of the method (`args_type`, defined with its
-defaults and sources in repro/method_args.py), read and checked by repro.config. Every forward
-calls its loss through `self.loss_fn`, the one place to wrap or replace it. The sources of each
-method's layout are cited in its class docstring (solo-learn @9187ea3 `solo/methods/<method>.py`,
-which the paper's baselines come from).
-
-Modules: base (Method, TwoViewMethod, shared heads), momentum (EMA encoders), decorrelation
-(FroSSL, VICReg, Barlow Twins, W-MSE, CorInfoMax), contrastive (SimCLR, MoCo v2+), siamese
-(SimSiam, BYOL), clustering (SwAV, DINO).
+detached). State a later step reads (momentum encoders, queues, centres, running covariances) is a
+parameter or buffer, so a resume is exact; the rest (tau, teacher temperature, queue/freeze epochs)
+is a function of the step. Hyper-parameters: `cfg.loss`, the method's record (repro/method_args.py),
+its loss part passed whole to `self.loss_fn`. Layouts: solo-learn @9187ea3 `solo/methods/<method>.py`,
+cited per class. Modules: base (Method, TwoViewMethod, projectors), momentum, decorrelation (FroSSL,
+VICReg, Barlow Twins, W-MSE, CorInfoMax), contrastive (SimCLR, MoCo v2+), siamese (SimSiam, BYOL),
+clustering (SwAV, DINO). Adding one: docs/methods.md.
 """
 from __future__ import annotations
 

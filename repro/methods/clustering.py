@@ -10,8 +10,8 @@ from torch import nn
 
 from repro.losses.dino import dino_loss, update_center
 from repro.losses.swav import swav_loss
-from repro.method_args import DINOArgs, SwAVArgs
-from repro.methods.base import Method, gather_detached, two_layer_projector
+from repro.method_args import DINOArgs, DINOLossArgs, SwAVArgs, SwAVLossArgs
+from repro.methods.base import Method, gather_detached
 from repro.methods.momentum import MomentumMethod, momentum_copy
 
 
@@ -25,14 +25,15 @@ class SwAV(Method):
 
     name = "swav"
     args_type = SwAVArgs
+    loss_args_type = SwAVLossArgs
     loss_fn = staticmethod(swav_loss)
     gathers = True
+    projector_layers = 2
 
     def __init__(self, cfg):
         super().__init__(cfg)
         out = cfg.model.proj_output_dim
-        self.projector = two_layer_projector(self.backbone.num_features, cfg.model.proj_hidden_dim, out,
-                                             batchnorm=True)
+        self.projector = self.default_projector(cfg)
         self.prototypes = nn.Parameter(torch.empty(self.args.num_prototypes, out))
         nn.init.kaiming_uniform_(self.prototypes, a=math.sqrt(5))   # nn.Linear's initialisation
         self.register_buffer("queue", torch.zeros(2, self.args.queue_size, out))   # (views, size, out)
@@ -49,8 +50,7 @@ class SwAV(Method):
         if a.queue_size > 0 and self.epoch >= a.queue_start_epoch:
             with torch.no_grad():
                 queue_scores = (self.scores(self.queue[0]), self.scores(self.queue[1]))
-        loss, terms = self.loss_fn(self.scores(z1), self.scores(z2), queue_scores=queue_scores,
-                                   temperature=a.temperature, epsilon=a.epsilon, iterations=a.iterations)
+        loss, terms = self.loss_fn(self.scores(z1), self.scores(z2), queue_scores=queue_scores, **self.loss_kwargs)
         if a.queue_size > 0:
             with torch.no_grad():  # shift the queue by one batch, newest embeddings first
                 batch = min(z1.shape[0], a.queue_size)
@@ -99,6 +99,7 @@ class DINO(MomentumMethod):
 
     name = "dino"
     args_type = DINOArgs
+    loss_args_type = DINOLossArgs
     loss_fn = staticmethod(dino_loss)
     momentum_pairs = (("backbone", "momentum_backbone"), ("head", "momentum_head"))
 
@@ -127,8 +128,8 @@ class DINO(MomentumMethod):
         student = [self.head(f) for f in features]
         with torch.no_grad():
             teacher = [self.momentum_head(self.momentum_backbone(v)) for v in views[:2]]
-        loss, terms = self.loss_fn(student, teacher, self.center, student_temperature=self.args.student_temperature,
-                                   teacher_temperature=self.teacher_temperature())
+        loss, terms = self.loss_fn(student, teacher, self.center, teacher_temperature=self.teacher_temperature(),
+                                   **self.loss_kwargs)
         with torch.no_grad():
             self.center.copy_(update_center(self.center, [gather_detached(t) for t in teacher],
                                             momentum=self.args.center_momentum))

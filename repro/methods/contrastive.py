@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from repro.losses.nt_xent import moco_loss, nt_xent_loss, update_queue
-from repro.method_args import MoCoV2PlusArgs, SimCLRArgs
-from repro.methods.base import TwoViewMethod, gather_detached, two_layer_projector
+from repro.method_args import MoCoV2PlusArgs, MoCoV2PlusLossArgs, SimCLRArgs
+from repro.methods.base import TwoViewMethod, gather_detached
 from repro.methods.momentum import MomentumMethod, momentum_copy
 
 
@@ -17,13 +17,7 @@ class SimCLR(TwoViewMethod):
     name = "simclr"
     args_type = SimCLRArgs
     loss_fn = staticmethod(nt_xent_loss)
-
-    def projector_for(self, cfg):
-        return two_layer_projector(self.backbone.num_features, cfg.model.proj_hidden_dim,
-                                   cfg.model.proj_output_dim, batchnorm=False)
-
-    def loss_kwargs(self) -> dict:
-        return {"temperature": self.args.temperature}
+    projector_layers, projector_batchnorm = 2, False
 
 
 class MoCoV2Plus(MomentumMethod):
@@ -34,13 +28,15 @@ class MoCoV2Plus(MomentumMethod):
 
     name = "mocov2plus"
     args_type = MoCoV2PlusArgs
+    loss_args_type = MoCoV2PlusLossArgs
     loss_fn = staticmethod(moco_loss)
+    projector_layers, projector_batchnorm = 2, False
     momentum_pairs = (("backbone", "momentum_backbone"), ("projector", "momentum_projector"))
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        width, hidden, out = self.backbone.num_features, cfg.model.proj_hidden_dim, cfg.model.proj_output_dim
-        self.projector = two_layer_projector(width, hidden, out, batchnorm=False)
+        out = cfg.model.proj_output_dim
+        self.projector = self.default_projector(cfg)
         self.momentum_backbone = momentum_copy(self.backbone)
         self.momentum_projector = momentum_copy(self.projector)
         # (2 views, queue_size, out) unit-norm keys; random until real keys replace them
@@ -53,9 +49,8 @@ class MoCoV2Plus(MomentumMethod):
         q1, q2 = (self.projector(f) for f in features)
         with torch.no_grad():
             k1, k2 = (self.momentum_projector(self.momentum_backbone(v)) for v in views)
-        temperature = self.args.temperature
-        loss12, terms = self.loss_fn(q1, k2, self.queue[1], temperature=temperature)
-        loss21, _ = self.loss_fn(q2, k1, self.queue[0], temperature=temperature)
+        loss12, terms = self.loss_fn(q1, k2, self.queue[1], **self.loss_kwargs)
+        loss21, _ = self.loss_fn(q2, k1, self.queue[0], **self.loss_kwargs)
         loss = (loss12 + loss21) / 2
         with torch.no_grad():  # after the loss: this batch's keys are negatives from the next step on
             keys = torch.stack([F.normalize(gather_detached(k), dim=-1) for k in (k1, k2)])

@@ -9,9 +9,8 @@ from repro.losses.corinfomax import CorInfoMaxState, corinfomax_loss
 from repro.losses.frossl import frossl_loss, frossl_multiview_loss
 from repro.losses.vicreg import vicreg_loss
 from repro.losses.wmse import wmse_loss
-from repro.method_args import BarlowTwinsArgs, CorInfoMaxArgs, FroSSLArgs, VICRegArgs, WMSEArgs
-from repro.methods.base import Method, TwoViewMethod, two_layer_projector
-from repro.models import mlp
+from repro.method_args import BarlowTwinsArgs, CorInfoMaxArgs, CorInfoMaxLossArgs, FroSSLArgs, VICRegArgs, WMSEArgs
+from repro.methods.base import Method, TwoViewMethod
 
 
 class FroSSL(Method):
@@ -28,19 +27,16 @@ class FroSSL(Method):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.projector = mlp(self.backbone.num_features, cfg.model.proj_hidden_dim,
-                             cfg.model.proj_output_dim, num_layers=3)
+        self.projector = self.default_projector(cfg)
 
     def forward(self, views: list[torch.Tensor]):
         # each view through the network separately: BatchNorm statistics per view, as in solo-learn
         features = [self.backbone(v) for v in views]
         embeddings = self.global_batch([self.projector(f) for f in features])
-        a = self.args
-        kwargs = {"invariance_weight": a.invariance_weight, "use_logs": a.use_logs, "eps": a.eps}
         if len(embeddings) == 2:
-            loss, terms = self.loss_fn(*embeddings, **kwargs)
+            loss, terms = self.loss_fn(*embeddings, **self.loss_kwargs)
         else:
-            loss, terms = self.multiview_loss_fn(embeddings, **kwargs)
+            loss, terms = self.multiview_loss_fn(embeddings, **self.loss_kwargs)
         return loss, terms, features
 
 
@@ -52,13 +48,6 @@ class VICReg(TwoViewMethod):
     args_type = VICRegArgs
     loss_fn = staticmethod(vicreg_loss)
 
-    def projector_for(self, cfg):
-        return mlp(self.backbone.num_features, cfg.model.proj_hidden_dim, cfg.model.proj_output_dim, num_layers=3)
-
-    def loss_kwargs(self) -> dict:
-        a = self.args
-        return {"sim_weight": a.sim_weight, "var_weight": a.var_weight, "cov_weight": a.cov_weight, "eps": a.eps}
-
 
 class BarlowTwins(TwoViewMethod):
     """Barlow Twins (Zbontar et al., 2021): 3-layer projector, cross-correlation of the batch-
@@ -67,12 +56,6 @@ class BarlowTwins(TwoViewMethod):
     name = "barlow_twins"
     args_type = BarlowTwinsArgs
     loss_fn = staticmethod(barlow_twins_loss)
-
-    def projector_for(self, cfg):
-        return mlp(self.backbone.num_features, cfg.model.proj_hidden_dim, cfg.model.proj_output_dim, num_layers=3)
-
-    def loss_kwargs(self) -> dict:
-        return {"lambd": self.args.lambd, "scale": self.args.scale}
 
 
 class WMSE(Method):
@@ -84,19 +67,16 @@ class WMSE(Method):
     args_type = WMSEArgs
     loss_fn = staticmethod(wmse_loss)
     gathers = True
+    projector_layers = 2
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.projector = two_layer_projector(self.backbone.num_features, cfg.model.proj_hidden_dim,
-                                             cfg.model.proj_output_dim, batchnorm=True)
+        self.projector = self.default_projector(cfg)
 
     def forward(self, views: list[torch.Tensor]):
         features = [self.backbone(v) for v in views]
         embeddings = self.global_batch([self.projector(f) for f in features])
-        a = self.args
-        loss, terms = self.loss_fn(embeddings, whitening_size=a.whitening_size,
-                                   whitening_iterations=a.whitening_iterations, eps=a.eps,
-                                   stop_gradient_second=a.stop_gradient_second)
+        loss, terms = self.loss_fn(embeddings, **self.loss_kwargs)
         return loss, terms, features
 
 
@@ -107,13 +87,13 @@ class CorInfoMax(Method):
 
     name = "corinfomax"
     args_type = CorInfoMaxArgs
+    loss_args_type = CorInfoMaxLossArgs
     loss_fn = staticmethod(corinfomax_loss)
     gathers = True
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.projector = mlp(self.backbone.num_features, cfg.model.proj_hidden_dim, cfg.model.proj_output_dim,
-                             num_layers=3)
+        self.projector = self.default_projector(cfg)
         dim = cfg.model.proj_output_dim
         for view in (1, 2):
             self.register_buffer(f"mean{view}", torch.zeros(dim, dtype=torch.float64))
@@ -123,9 +103,7 @@ class CorInfoMax(Method):
         features = [self.backbone(v) for v in views]
         z1, z2 = self.global_batch([self.projector(f) for f in features])
         state = CorInfoMaxState(self.mean1, self.covariance1, self.mean2, self.covariance2)
-        a = self.args
-        loss, terms, new_state = self.loss_fn(z1, z2, state, alpha=a.alpha, eps=a.eps, mean_momentum=a.mean_momentum,
-                                              covariance_momentum=a.covariance_momentum, normalize=a.normalize)
+        loss, terms, new_state = self.loss_fn(z1, z2, state, **self.loss_kwargs)
         with torch.no_grad():
             for buffer, value in zip(state, new_state):
                 buffer.copy_(value)

@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from repro.losses.negative_cosine import byol_loss, simsiam_loss
-from repro.method_args import BYOLArgs, SimSiamArgs
-from repro.methods.base import Method, two_layer_projector
+from repro.method_args import BYOLArgs, LossArgs, SimSiamArgs
+from repro.methods.base import Method, projector
 from repro.methods.momentum import MomentumMethod, momentum_copy
 
 
@@ -36,7 +36,7 @@ class SimSiam(Method):
     def forward(self, views: list[torch.Tensor]):
         features = [self.backbone(v) for v in views]
         z1, z2 = (self.projector(f) for f in features)
-        loss, terms = self.loss_fn(self.predictor(z1), self.predictor(z2), z1, z2)
+        loss, terms = self.loss_fn(self.predictor(z1), self.predictor(z2), z1, z2, **self.loss_kwargs)
         return loss, terms, features
 
     def param_groups(self) -> list[dict]:
@@ -53,14 +53,16 @@ class BYOL(MomentumMethod):
 
     name = "byol"
     args_type = BYOLArgs
+    loss_args_type = LossArgs   # byol_loss takes no hyper-parameter
     loss_fn = staticmethod(byol_loss)
+    projector_layers = 2
     momentum_pairs = (("backbone", "momentum_backbone"), ("projector", "momentum_projector"))
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        width, hidden, out = self.backbone.num_features, cfg.model.proj_hidden_dim, cfg.model.proj_output_dim
-        self.projector = two_layer_projector(width, hidden, out, batchnorm=True)
-        self.predictor = two_layer_projector(out, cfg.model.pred_hidden_dim or hidden, out, batchnorm=True)
+        hidden, out = cfg.model.proj_hidden_dim, cfg.model.proj_output_dim
+        self.projector = self.default_projector(cfg)
+        self.predictor = projector(out, cfg.model.pred_hidden_dim or hidden, out, layers=2)
         self.momentum_backbone = momentum_copy(self.backbone)
         self.momentum_projector = momentum_copy(self.projector)
 
@@ -69,6 +71,6 @@ class BYOL(MomentumMethod):
         p1, p2 = (self.predictor(self.projector(f)) for f in features)
         with torch.no_grad():
             t1, t2 = (self.momentum_projector(self.momentum_backbone(v)) for v in views)
-        loss, terms = self.loss_fn(p1, p2, t1, t2)
+        loss, terms = self.loss_fn(p1, p2, t1, t2, **self.loss_kwargs)
         terms["tau"] = torch.full((), self.momentum(), device=loss.device)
         return loss, terms, features
