@@ -149,10 +149,10 @@ scenario_rendezvous() { # 2 nodes whose MASTER_ADDR cannot be resolved: a one-li
 }
 
 scenario_twonode() {    # 2 nodes x 1 process, torchrun's rendezvous across n1 and n2: one process's weights
-  # 3 steps (192 images, batch 64): float32 rounding (the global BatchNorm sums in another order) grows
-  # step by step; in float64 it stays at 1e-13 (tests/test_distributed.py); here it must stay < 1e-4
-  # (one process with 2 threads instead of 1 differs by 7e-6)
-  local dir=$WORK/twonode out=$WORK/twonode/runs job few="frossl 1 data.subset=192"
+  # one step (64 images, the global batch of 64): float32 rounding (the global BatchNorm and the gathered
+  # loss sum in another order) differs by 2e-7 after a step and grows with each (6.3e-3 after 3); in float64
+  # the whole trainer agrees to 3e-14 after 3 (tests/test_distributed.py, slow); here: < 1e-5
+  local dir=$WORK/twonode out=$WORK/twonode/runs job few="frossl 1 data.subset=64"
   mkdir -p "$dir"; mapfile -t args < <(target "$out" $few)
   job=$(submit -N2 --output="$dir/job.out" "$SBATCH" "${args[@]}")
   local done; done=$(wait_state "$job" 1800 COMPLETED FAILED)
@@ -161,7 +161,7 @@ scenario_twonode() {    # 2 nodes x 1 process, torchrun's rendezvous across n1 a
   local worst; worst=$("$PYTHON" -c "import sys, glob; from repro.faults import final_weights; import pathlib as p
 two, one = (final_weights(p.Path(glob.glob(d + '/cifar10-frossl-*')[0])) for d in sys.argv[1:])
 print(max((two[k].double() - one[k].double()).abs().max().item() for k in one))" "$out" "$dir/one" 2>/dev/null)
-  if [ "$done" = COMPLETED ] && grep -q -- "--nnodes=2" "$dir/job.out" && awk -v w="$worst" 'BEGIN {exit !(w != "" && w < 1e-4)}'; then
+  if [ "$done" = COMPLETED ] && grep -q -- "--nnodes=2" "$dir/job.out" && awk -v w="$worst" 'BEGIN {exit !(w != "" && w < 1e-5)}'; then
     result twonode PASS "2 nodes trained the 1-process weights (max difference $worst)"
   else
     result twonode FAIL "ended $done, max difference ${worst:-none} to 1 process"
