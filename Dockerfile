@@ -96,6 +96,11 @@ FROM app AS test
 ARG UID=1000
 ARG GID=1000
 USER 0
+# python3.11-venv: tests/test_setup.py makes fresh virtualenvs (the offline install from a wheelhouse)
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3.11-venv \
+ && rm -rf /var/lib/apt/lists/*
 COPY requirements-test.lock /tmp/requirements-test.lock
 RUN --mount=type=secret,id=pip_ca \
     if [ -s /run/secrets/pip_ca ]; then export PIP_CERT=/run/secrets/pip_ca; fi \
