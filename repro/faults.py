@@ -42,6 +42,13 @@ def identical(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def largest_difference(a: dict, b: dict) -> float:
+    """The largest absolute difference between two state dicts' floating-point tensors, in float64."""
+    if a.keys() != b.keys():
+        raise ValueError(f"the state dicts hold different tensors: {sorted(a.keys() ^ b.keys())[:5]}")
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a if a[k].is_floating_point())
+
+
 def interrupted_run(out_dir: Path, name: str, sig: signal.Signals, delay: float) -> int:
     """Start, send `sig` after `delay` seconds, then re-run the same command to completion.
     Returns the exit code of the interrupted process."""

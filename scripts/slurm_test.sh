@@ -158,9 +158,9 @@ scenario_twonode() {    # 2 nodes x 1 process, torchrun's rendezvous across n1 a
   local done; done=$(wait_state "$job" 1800 COMPLETED FAILED)
   mapfile -t args < <(target "$dir/one" $few)   # the same target as one process, the same global batch of 64
   (cd "$ROOT" && OMP_NUM_THREADS=1 make --no-print-directory "${args[@]}" GPUS=1 > "$dir/one.out" 2>&1)
-  local worst; worst=$("$PYTHON" -c "import sys, glob; from repro.faults import final_weights; import pathlib as p
+  local worst; worst=$("$PYTHON" -c "import sys, glob; from repro.faults import final_weights, largest_difference; import pathlib as p
 two, one = (final_weights(p.Path(glob.glob(d + '/cifar10-frossl-*')[0])) for d in sys.argv[1:])
-print(max((two[k].double() - one[k].double()).abs().max().item() for k in one))" "$out" "$dir/one" 2>/dev/null)
+print(largest_difference(two, one))" "$out" "$dir/one" 2>/dev/null)
   if [ "$done" = COMPLETED ] && grep -q -- "--nnodes=2" "$dir/job.out" && awk -v w="$worst" 'BEGIN {exit !(w != "" && w < 1e-5)}'; then
     result twonode PASS "2 nodes trained the 1-process weights (max difference $worst)"
   else

@@ -126,6 +126,7 @@ def _equivalence_worker(rank, world, init_file, out_dir, names, steps, dtype):
 
 def _two_against_one(tmp_path, steps: int, dtype: torch.dtype, tolerance: float) -> None:
     import repro.methods as methods
+    from repro.faults import largest_difference
     names = sorted(methods.METHODS)
     mp.start_processes(_equivalence_worker, args=(2, str(tmp_path / "init"), str(tmp_path), names, steps, dtype),
                        nprocs=2, start_method="spawn")
@@ -134,11 +135,10 @@ def _two_against_one(tmp_path, steps: int, dtype: torch.dtype, tolerance: float)
     assert sorted(alone) == names
     for name in names:
         started = tiny_method_state(name)
-        moved = max((alone[name][k].double() - started[k].double()).abs().max().item() for k in alone[name])
+        moved = largest_difference(alone[name], started)
         assert moved > 1e-4, name   # the steps changed the weights: the comparison means something
         for weights in (r["two"][name] for r in ranks):
-            assert weights.keys() == alone[name].keys(), name
-            worst = max((weights[k].double() - alone[name][k].double()).abs().max().item() for k in alone[name])
+            worst = largest_difference(weights, alone[name])
             assert worst < tolerance, f"{name}: 2 processes differ from 1 by {worst:.2e}"
 
 
@@ -181,7 +181,7 @@ def test_the_whole_trainer_on_two_processes_trains_the_one_process_weights_in_fl
     import subprocess
     import sys
 
-    from repro.faults import final_weights
+    from repro.faults import final_weights, largest_difference
     from tests.conftest import ROOT
     from tests.test_targets import TINY
     args = ["repro/configs/cifar10/frossl.yaml", "name=f64", "seed=0", "optim.epochs=1", *TINY.split(),
@@ -196,7 +196,7 @@ def test_the_whole_trainer_on_two_processes_trains_the_one_process_weights_in_fl
         assert done.returncode == 0, done.stderr[-3000:]
     one, two = (final_weights(tmp_path / out / "f64") for out in ("one", "two"))
     assert next(iter(one.values())).dtype == torch.float64
-    worst = max((one[k] - two[k]).abs().max().item() for k in one if one[k].is_floating_point())
+    worst = largest_difference(one, two)
     assert worst < 1e-10, worst
 
 

@@ -62,3 +62,13 @@ def test_sigkill_resumes_from_the_last_epoch_checkpoint_identically(reference):
     assert torch.load(out / "kill" / "checkpoint.pt", weights_only=True)["step"] in (5, 10, 15)
     subprocess.run(command, check=True, capture_output=True, cwd=ROOT, timeout=900)
     assert identical(expected, final_weights(out / "kill"))
+
+
+def test_largest_difference_reads_every_float_tensor_and_refuses_other_keys():
+    from repro.faults import largest_difference
+    a = {"w": torch.zeros(3), "b": torch.zeros(2), "steps": torch.tensor(7)}
+    b = {"w": torch.tensor([0.0, -0.5, 0.25]), "b": torch.tensor([0.0, 2.0]), "steps": torch.tensor(9)}
+    assert largest_difference(a, b) == 2.0          # the larger tensor's difference, its sign dropped
+    assert largest_difference(a, a) == 0.0
+    with pytest.raises(ValueError, match="different tensors"):
+        largest_difference(a, {"w": a["w"]})
