@@ -205,15 +205,14 @@ DRY_RUN = $(if $(findstring n,$(firstword -$(MAKEFLAGS))),--dry-run)
 EXPERIMENTS = $(PYTHON) -m repro.experiments
 # claims: SEEDS only when set on the command line (else the profile's: 0 1 2, or 0 for claims-quick)
 CLAIMS_SEEDS = $(if $(filter command line environment override,$(origin SEEDS)),$(SEEDS))
-# every target's flags but the seeds and the profile (claims picks its own): COMMON_FLAGS
+# every target's flags but the seeds and the profile (claims picks its own): each option of
+# repro/experiments/options.py as its Make variable, passed as its flag (GPUS as --gpus); --dry-run
+# under make -n. tests/test_options.py checks that the command make runs carries every option.
 EXPERIMENT_FLAGS = $(COMMON_FLAGS) --seeds "$(SEEDS)" --profile "$(PROFILE)"
-COMMON_FLAGS = $(DRY_RUN) --gpus "$(GPUS)" --out "$(OUT)" --data-dir "$(DATA_DIR)" \
-  --imagenet-dir "$(IMAGENET_DIR)" --cifar10 "$(CIFAR10)" --methods "$(METHODS)" --datasets "$(DATASETS)" \
-  --epochs "$(EPOCHS)" --probe "$(PROBE)" \
-  --overrides "$(OVERRIDES)" --prepare-data "$(PREPARE_DATA)" --spectra-every "$(SPECTRA_EVERY)" \
-  --nnodes "$(NNODES)" --node-rank "$(NODE_RANK)" --master-addr "$(MASTER_ADDR)" --master-port "$(MASTER_PORT)" \
-  --rdzv-timeout "$(RDZV_TIMEOUT)" \
-  --variant "$(VARIANT)" --cache-dir "$(CACHE_DIR)"
+OPTION_VARIABLES := GPUS OUT DATA_DIR IMAGENET_DIR CIFAR10 METHODS DATASETS EPOCHS PROBE OVERRIDES PREPARE_DATA \
+  SPECTRA_EVERY NNODES NODE_RANK MASTER_ADDR MASTER_PORT RDZV_TIMEOUT VARIANT CACHE_DIR
+lowercase = $(subst Z,z,$(subst Y,y,$(subst X,x,$(subst W,w,$(subst V,v,$(subst U,u,$(subst T,t,$(subst S,s,$(subst R,r,$(subst Q,q,$(subst P,p,$(subst O,o,$(subst N,n,$(subst M,m,$(subst L,l,$(subst K,k,$(subst J,j,$(subst I,i,$(subst H,h,$(subst G,g,$(subst F,f,$(subst E,e,$(subst D,d,$(subst C,c,$(subst B,b,$(subst A,a,$(1)))))))))))))))))))))))))))
+COMMON_FLAGS = $(DRY_RUN) $(foreach v,$(OPTION_VARIABLES),--$(subst _,-,$(call lowercase,$(v))) "$($(v))")
 
 # the paper targets: one record each in repro/experiments/table.py, one rule for all of them
 PAPER_TARGETS := figure2 table2 table3 ablation figure3 figure4 all

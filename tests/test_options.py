@@ -1,6 +1,7 @@
 """The options are declared once, on the Options fields: the command line is built from them, a
 value outside a Literal's choices or a non-integer is refused where the text is read (one line
 naming the Make variable and the fix), and the printed `collect` line reads back as the same options."""
+import sys
 from dataclasses import fields
 from pathlib import Path
 
@@ -61,3 +62,24 @@ def test_the_printed_collect_line_reads_back_as_the_same_options(tmp_path):
                    spectra_every=4, cache_dir=str(tmp_path / "cache"), methods=("frossl",))
     _, back = parse_options(["collect", "table2", *option_args(opts)])
     assert back == opts
+
+
+def test_the_command_make_runs_carries_every_option():
+    """The Makefile passes each option as its flag (OPTION_VARIABLES): a variable set on make's command
+    line arrives in the Options the target runs with, and no flag is left out."""
+    import json
+    import subprocess
+    from tests.conftest import ROOT
+    printer = f"{sys.executable} -c 'import sys, json; print(json.dumps(sys.argv[1:]))'"
+    variables = {"GPUS": "3", "RDZV_TIMEOUT": "7", "VARIANT": "authors", "CACHE_DIR": "/tmp/cache", "SEEDS": "1 2",
+                 "MASTER_ADDR": "node0", "SPECTRA_EVERY": "4", "PROBE": "cached", "OVERRIDES": "optim.lr=0.1"}
+    done = subprocess.run(["make", "--no-print-directory", "-n", "table2", "SETUP=true", f"PYTHON={printer}",
+                           *(f"{k}={v}" for k, v in variables.items())],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=True)
+    argv = json.loads(done.stdout.strip().splitlines()[-1])
+    assert argv[:3] == ["-m", "repro.experiments", "table2"]
+    assert set(flags().values()) <= set(argv), set(flags().values()) - set(argv)
+    _, opts = parse_options(argv[2:])
+    assert (opts.gpus, opts.rdzv_timeout, opts.config_variant, opts.cache_dir, opts.seeds, opts.master_addr,
+            opts.spectra_every, opts.probe, opts.overrides, opts.dry_run) == \
+        (3, 7, "authors", "/tmp/cache", (1, 2), "node0", 4, "cached", ("optim.lr=0.1",), True)
