@@ -42,8 +42,14 @@ def test_a_value_outside_a_literal_is_one_line_naming_the_variable_and_its_choic
 
 @pytest.mark.parametrize("argv, problem", [(["--gpus", "two"], "GPUS=two: not an integer: give e.g. GPUS=1"),
                                            (["--seeds", "0 x"], "SEEDS=0 x: not a list of integers"),
-                                           (["--epochs", "0"], "EPOCHS=0: GPUS and EPOCHS must be >= 1"),
-                                           (["--master-port", "70000"], "MASTER_PORT=70000: choose a free TCP port")])
+                                           (["--epochs", "0"], "EPOCHS=0 is out of range: give EPOCHS >= 1$"),
+                                           (["--gpus", "0"], r"GPUS=0 is out of range: give GPUS >= 1 \(default 1\)"),
+                                           (["--nnodes", "-1"], "NNODES=-1 is out of range: give NNODES >= 1"),
+                                           (["--rdzv-timeout", "0"], "RDZV_TIMEOUT=0 is out of range: give RDZV_TIMEOUT >= 1"),
+                                           (["--master-port", "70000"],
+                                            r"MASTER_PORT=70000 is out of range: give MASTER_PORT 1..65535 \(default 29500\)"),
+                                           (["--nnodes", "2", "--node-rank", "2", "--master-addr", "h"],
+                                            r"NODE_RANK must be one of 0..1")])
 def test_a_bad_number_is_one_line(argv, problem):
     with pytest.raises(UserError, match=problem):
         parse_options(["table2", *argv])

@@ -21,11 +21,14 @@ def words(text: str | None) -> list[str]:
     return [w for w in (text or "").replace(",", " ").split() if w]
 
 
-def flag(default, help: str, name: str = "", parse: Callable[[str], object] | None = None, path: bool = False):
+def flag(default, help: str, name: str = "", parse: Callable[[str], object] | None = None, path: bool = False,
+         bounds: tuple[int, int | None] | None = None):
     """A field that is also a flag of the command line: --<name, default the field's> with this help
     (cli.py builds the parser from these); `parse` reads its text where the field's type alone does
-    not say how (from_text); `path`: a path, made absolute when given outside the repository."""
-    return field(default=default, metadata={"help": help, "flag": name, "parse": parse, "path": path})
+    not say how (from_text); `path`: a path, made absolute when given outside the repository;
+    `bounds`: an integer's (lowest, highest or None)."""
+    return field(default=default, metadata={"help": help, "flag": name, "parse": parse, "path": path,
+                                            "bounds": bounds})
 
 
 @dataclass(frozen=True)
@@ -36,11 +39,11 @@ class Options:
     data_dir: str = flag("data", "datasets (data.root of every run)", path=True)
     imagenet_dir: str = flag("", "ImageNet image folder (default DATA_DIR/imagenet)", path=True)
     cifar10: str = flag("", "Figure 2's CIFAR-10 (default DATA_DIR; a .tar.gz of the image folder works)", path=True)
-    gpus: int = flag(1, "processes per run (torchrun when > 1)")
+    gpus: int = flag(1, "processes per run (torchrun when > 1)", bounds=(1, None))
     methods: tuple[str, ...] = flag((), "rows (config names), comma or space separated; default: all")
     datasets: tuple[str, ...] = flag((), "datasets; default: the experiment's")
     seeds: tuple[int, ...] = flag((0,), "seeds, e.g. '0 1 2' (default 0; the claims profiles: their own)")
-    epochs: int | None = flag(None, "override every run's epochs (NOT-COMPARABLE)")
+    epochs: int | None = flag(None, "override every run's epochs (NOT-COMPARABLE)", bounds=(1, None))
     profile: Profile = flag("paper", "the setting: paper, or the CPU claims profiles (default: the target's first)")
     probe: Probe = flag("", "linear probe (default: the config's)")
     overrides: tuple[str, ...] = flag((), "extra key=value config overrides for every run (NOT-COMPARABLE)",
@@ -50,11 +53,12 @@ class Options:
     spectra_every: int = flag(10, "Figure 3: steps between eigenvalue records")
     dry_run: bool = flag(False, "print the commands, run nothing")
     python: str = sys.executable
-    nnodes: int = flag(1, "machines per run (torchrun --nnodes); > 1 needs --master-addr")
+    nnodes: int = flag(1, "machines per run (torchrun --nnodes); > 1 needs --master-addr", bounds=(1, None))
     node_rank: int = flag(0, "this machine, 0..NNODES-1 (0 evaluates, collects, checks)")
     master_addr: str = flag("", "address of the NODE_RANK=0 machine (NNODES > 1)")
-    master_port: int = flag(29500, "a free TCP port on the NODE_RANK=0 machine")
-    rdzv_timeout: int = flag(600, "seconds the nodes wait for each other (the preflight's meeting, torchrun's rendezvous)")
+    master_port: int = flag(29500, "a free TCP port on the NODE_RANK=0 machine", bounds=(1, 65535))
+    rdzv_timeout: int = flag(600, "seconds the nodes wait for each other (the preflight's meeting, torchrun's rendezvous)",
+                             bounds=(1, None))
     # derived files (FFCV); "": <out>/cache (data folders may be read-only)
     cache_dir: str = flag("", "derived files (FFCV); default OUT/cache", path=True)
     # which config of the rows that have both (variants.py)
@@ -132,8 +136,9 @@ def choices(f: Field) -> tuple[str, ...]:
 
 def from_text(f: Field, text: str):
     """A flag field's value from its command-line text ("" gives its default): the one place where
-    the options' text is read, and where a value outside a Literal's choices, or a word that is not
-    an integer where one is due, is a one-line UserError naming the variable and the fix."""
+    the options' text is read, and where a value outside a Literal's choices, a word that is not
+    an integer where one is due, or an integer outside its bounds, is a one-line UserError naming
+    the variable and the fix."""
     text = text.strip()
     if not text:
         return f.default
@@ -149,9 +154,18 @@ def from_text(f: Field, text: str):
         if kind == tuple[int, ...]:
             return tuple(int(w) for w in words(text))
         if kind in (int, int | None):
-            return int(text)
+            return within_bounds(f, int(text))
     except ValueError:
         example = " ".join(map(str, f.default)) if isinstance(f.default, tuple) else 1 if f.default is None else f.default
         what = "a list of integers" if isinstance(f.default, tuple) else "an integer"
         raise UserError(f"{variable(f)}={text}: not {what}: give e.g. {variable(f)}={example!s}") from None
     return tuple(words(text)) if kind == tuple[str, ...] else Path(text) if kind is Path else text
+
+
+def within_bounds(f: Field, n: int) -> int:
+    low, high = f.metadata["bounds"] or (None, None)
+    if (low is not None and n < low) or (high is not None and n > high):
+        allowed = f"{low}..{high}" if high is not None else f">= {low}"
+        default = f" (default {f.default})" if f.default is not None else ""
+        raise UserError(f"{variable(f)}={n} is out of range: give {variable(f)} {allowed}{default}")
+    return n
