@@ -416,8 +416,8 @@ def in_process(self, command, stop_when):
 
 @pytest.mark.skipif(not SHARED_CIFAR.exists(), reason="needs ../shared/data/cifar10-jpeg.tar.gz (development machines)")
 def test_tiny_claims_all_end_to_end(tmp_path, monkeypatch, capsys):
-    """`make claims PROFILE=claims-all` at a tiny size: every row is swept (one rate here), trained,
-    evaluated, collected with every cell a claims-all claim names, its sweep written, the learns
+    """`make claims PROFILE=claims-all` at a tiny size: every row is swept (one rate here), trained
+    with `# run k/N` progress lines, evaluated, collected with every cell a claims-all claim names, its sweep written, the learns
     table printed and every claim judged (NOT-COMPARABLE: OVERRIDES), none MISSING."""
     import repro.experiments.claims as claims
     from repro.experiments.cli import main
@@ -452,6 +452,8 @@ def test_tiny_claims_all_end_to_end(tmp_path, monkeypatch, capsys):
     assert len(needed) > 40 and needed <= {c for c, v in cells.items() if v["value"] is not None}, needed - set(cells)
     assert all(0 <= cells[f"probe_top1/{row}"]["value"] <= 100 for row in CLAIMS_ALL_ROWS + ("random_init",))
     assert "does every method learn" in printed and all(row in printed for row in CLAIMS_ALL_ROWS)
+    rows = len(CLAIMS_ALL_ROWS)   # the progress lines count the sweep's runs (one rate, one seed here)
+    assert f"run 1/{rows} start" in printed and f"run {rows}/{rows} done" in printed and "ETA 0:00:00" in printed
     check = json.loads((results / "check_claims.json").read_text())["rows"]
     judged = {r["cell"]: r["status"] for r in check if r["paper"] == "claim"}
     assert {"early_learning_vs_all", "figure3_saturation", "learns_corinfomax", "logs_matter"} <= set(judged)

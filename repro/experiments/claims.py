@@ -112,7 +112,7 @@ def _run_claims(exp, opts: Options) -> int:
     from repro.experiments.plan import plan_runs
     from repro.experiments.preflight import preflight
     from repro.experiments.results import collect
-    from repro.experiments.run import Runner, run_specs
+    from repro.experiments.run import Progress, Runner, run_specs
     from repro.experiments.state import train_state
     runner = Runner(opts)
     runner.say(f"claims: profile {opts.profile}, seeds {' '.join(map(str, opts.seeds))}, out={opts.out}, "
@@ -129,7 +129,10 @@ def _run_claims(exp, opts: Options) -> int:
         for spec in sweep:
             if (spec.run_dir(opts) / DIVERGED).exists():
                 runner.say(f"{spec.name}: its loss went non-finite ({DIVERGED}), not retried")
-        run_specs([s for s in sweep if not (s.run_dir(opts) / DIVERGED).exists()], opts, runner)
+        to_run = [s for s in sweep if not (s.run_dir(opts) / DIVERGED).exists()]
+        # `# run k/N` over the sweep and the seeds to come (a sweep run reused as seed 0 counts once)
+        runner.progress = Progress(len(to_run) + len(opts.seeds[1:]) * len({s.row for s in sweep}))
+        run_specs(to_run, opts, runner)
         # a rate under which the loss goes non-finite is a result of the sweep (recorded), not a failure
         diverged = [s.name for s in sweep if (s.run_dir(opts) / DIVERGED).exists()]
         runner.failures = [f for f in runner.failures if not any(f"name={name} " in f for name in diverged)]
@@ -145,7 +148,8 @@ def _run_claims(exp, opts: Options) -> int:
                        f"chosen learning rate (planned once its sweep is evaluated)")
     else:
         specs = plan_runs(exp, opts)
-    preflight(specs, opts)
+    planned = preflight(specs, opts)
+    runner.progress = runner.progress or Progress(len(planned))
     run_specs(specs, opts, runner)
     for spec in specs:   # the random-initialisation baseline row, from the first row's runs
         if spec.row != exp.rows[0]:
