@@ -248,9 +248,13 @@ def folder():
 
 
 def entry(cwd, out, *command):
-    """scripts/docker_entry.sh COMMAND OUT=OUT as a user other than root (root writes anywhere)."""
+    """scripts/docker_entry.sh COMMAND OUT=OUT as a user other than root (root writes anywhere). The
+    script runs from a copy in `cwd`: that user may not reach the checkout (a root's clone in /root)."""
     as_user = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] if os.geteuid() == 0 else []
-    return subprocess.run([*as_user, "bash", str(ROOT / "scripts" / "docker_entry.sh"), *command, f"OUT={out}"],
+    script = Path(cwd) / "docker_entry.sh"
+    shutil.copyfile(ROOT / "scripts" / "docker_entry.sh", script)
+    script.chmod(0o644)
+    return subprocess.run([*as_user, "bash", str(script), *command, f"OUT={out}"],
                           capture_output=True, text=True, cwd=cwd)
 
 
