@@ -154,7 +154,16 @@ class SpectraTracker:
         self.steps_done = step
         if captured is None:
             return
-        eigenvalues = covariance_eigenvalues(captured, self.k)
+        try:
+            eigenvalues = covariance_eigenvalues(captured, self.k) if torch.isfinite(captured).all() else None
+        except torch.linalg.LinAlgError:   # embeddings of ~1e16 and more: a diverging run's
+            eigenvalues = None
+        if eigenvalues is None:
+            # no record: the run is diverging, and the trainer's check of the loss at its next log step
+            # stops it with its own message (and diverged.json for a sweep) rather than this step's error
+            print(f"spectra: no record at step {recorded_step}: the embeddings are not finite or too large for "
+                  f"an eigendecomposition", file=sys.stderr, flush=True)
+            return
         values = eigenvalues.tolist()
         condition = condition_number(values, self.k) if len(values) >= self.k else math.inf
         record = {"step": recorded_step,

@@ -147,3 +147,42 @@ def test_the_documented_figure3_rule_is_the_one_the_code_uses():
     assert f"{spectra.FIGURE3_SMOOTH}-record moving average" in header
     assert f"within a factor {spectra.FIGURE3_BAND} of its final value" in " ".join(
         line.lstrip("# ") for line in header.splitlines())
+
+
+def test_tracker_skips_embeddings_that_are_not_finite_and_records_the_next_step(tmp_path, capsys, monkeypatch):
+    model = TwoViewToy()
+    tracker = SpectraTracker(model, tmp_path, every=1, start_step=0)
+    finite = embeddings_with_spectrum(list(np.linspace(3.0, 0.2, 16)), 64).float()
+    eigvalsh = torch.linalg.eigvalsh
+
+    def fails_once(matrix):   # as on embeddings of 1e16 and more (LinAlgError, "failed to converge")
+        monkeypatch.setattr(torch.linalg, "eigvalsh", eigvalsh)
+        raise torch.linalg.LinAlgError("linalg.eigh: The algorithm failed to converge")
+    for step, view1 in enumerate([finite.clone().fill_(float("nan")), finite * float("inf"), finite, finite]):
+        if step == 2:
+            monkeypatch.setattr(torch.linalg, "eigvalsh", fails_once)
+        with torch.no_grad():
+            model.projector.weight.copy_(torch.eye(16))
+            model.projector.bias.zero_()
+        model([view1, finite])
+        tracker.after_step(step + 1)
+    tracker.close()
+    assert [r["step"] for r in read_spectra(tmp_path)] == [3]   # the last step only; no exception before it
+    err = capsys.readouterr().err
+    assert all(f"spectra: no record at step {s}: the embeddings are not finite" in err for s in (0, 1, 2))
+
+
+def test_a_diverging_run_with_spectra_on_stops_with_the_loss_message_and_diverged_json(tmp_path):
+    """VICReg at lr 1e30: the embeddings go non-finite on step 2. The spectra record of that step is
+    skipped (an eigendecomposition of them raised LinAlgError and killed the run with a traceback, so a
+    learning-rate sweep could not count the run as diverged); the trainer's loss check stops it."""
+    from repro.config import load_config
+    from repro.train import DIVERGED, TrainingDiverged, train
+    from tests.conftest import ROOT
+    cfg = load_config(ROOT / "repro/configs/demo.yaml", [
+        f"out_dir={tmp_path}", "name=diverges", "method=vicreg", "optim.epochs=1", "model.width=8",
+        "model.proj_hidden_dim=32", "model.proj_output_dim=16", "data.batch_size=64", "data.subset=128",
+        "train.spectra_every=1", "train.log_every=50", "optim.lr=1e30", "optim.warmup_epochs=0"])
+    with pytest.raises(TrainingDiverged, match="loss became non-finite by step 2"):
+        train(cfg)
+    assert (cfg.run_dir / DIVERGED).exists()
