@@ -160,6 +160,45 @@ def test_progress_counts_distinct_runs_and_estimates_from_trained_ones():
     assert progress.line("a", "done").startswith("run 1/3")   # a run shared by two parts keeps its number
 
 
+def test_the_eta_counts_each_run_with_its_evaluation_and_not_a_failed_run(tmp_path, monkeypatch, capsys):
+    """run_specs times a run from its training's start to its evaluation's end (a probe is part of
+    what is left to wait for), and a run that fails (a diverged sweep rate) adds no time: it
+    stopped early. A fake clock and a fake runner: 100 s to train, 20 s to evaluate, 5 s to fail."""
+    import json
+
+    from repro.experiments import run as run_module
+    from repro.experiments.run import Progress, run_specs
+    from repro.experiments.state import planned_epochs
+    from repro.experiments.table import EXPERIMENTS
+    opts = Options(profile="claims", out=tmp_path, seeds=(0,), prepare_data="none", probe="cached")
+    specs = run_module.plan_runs(EXPERIMENTS["claims"], opts)[:3]
+    failing = specs[1].name
+    clock = [0.0]
+    monkeypatch.setattr(run_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(run_module, "data_steps", lambda specs, opts: [])
+
+    def fake_run(command, **_):
+        name = next(a.split("=", 1)[1] for a in command if a.startswith("name=")) if "repro.train" in command else None
+        if name == failing:
+            clock[0] += 5
+            return 1
+        if name:
+            spec = next(s for s in specs if s.name == name)
+            spec.run_dir(opts).mkdir(parents=True)
+            (spec.run_dir(opts) / "pretrain.json").write_text(json.dumps({"epochs": planned_epochs(spec, opts)}))
+        clock[0] += 100 if name else 20
+        return 0
+
+    runner = Runner(opts, Progress(len(specs)))
+    monkeypatch.setattr(runner, "run", fake_run)
+    run_specs(specs, opts, runner)
+    lines = [line for line in capsys.readouterr().out.splitlines() if " run " in line or line.startswith("run ")]
+    assert any(f"run 2/3 failed ({failing})" in line and "the mean of 1 trained" in line
+               and "ETA 0:02:00 (1 runs left x 0:02:00" in line for line in lines), lines
+    assert any("run 3/3 done" in line and "ETA 0:00:00 (0 runs left x 0:02:00, the mean of 2 trained)" in line
+               for line in lines), lines
+
+
 def test_ctrl_c_in_a_runner_used_alone_ends_its_child(tmp_path, capsys):
     """Outside run_target (no STOP handlers) Ctrl-C is a KeyboardInterrupt in the runner: its
     child, in its own session and so not reached by the terminal, is sent SIGTERM and waited for."""

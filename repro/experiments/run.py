@@ -190,7 +190,8 @@ def kill_group(pgid: int, sig: int = signal.SIGKILL) -> None:
 
 class Progress:
     """The whole target's progress over its distinct training runs: `run 7/42`, elapsed time, and an
-    ETA from the runs that trained so far (their mean wall time x the runs left; skipped runs cost 0)."""
+    ETA from the runs that trained so far (their mean wall time, training and evaluation, x the runs
+    left; skipped runs cost 0, and a failed run's time is not counted: it stopped early)."""
 
     def __init__(self, total: int):
         self.total = total
@@ -256,15 +257,17 @@ def run_specs(specs: list[RunSpec], opts: Options, runner: Runner) -> None:
                 runner.say(progress.line(spec.name, "start"))
             started = time.monotonic()
             code = runner.run(train_command(spec, opts), stop_when=stop)
-            if progress:
-                runner.say(progress.line(spec.name, "failed" if code else "done", time.monotonic() - started))
             if code != 0:
+                if progress:   # a run that stopped early says nothing of a whole run's time: no seconds
+                    runner.say(progress.line(spec.name, "failed"))
                 continue
         if spec.evaluate:
             if opts.nnodes > 1:  # every node trains in lock-step; node 0 evaluates once all are trained
                 evaluate_later.append((spec, label))
             else:
                 evaluate_run(spec, label, opts, runner)
+        if progress and state not in ("done", "stopped"):   # its time: training and evaluation
+            runner.say(progress.line(spec.name, "done", time.monotonic() - started))
     if evaluate_later and opts.node_rank == 0:
         runner.say("every run trained: node 0 evaluates them")
         for spec, label in evaluate_later:
