@@ -267,13 +267,30 @@ def test_record_claims_all_writes_the_sweep_with_provenance(tmp_path, monkeypatc
     (results / "claims-all.json").write_text(json.dumps(
         {"experiment": "claims", "profile": "claims-all", "variant": "", "created": "2026-12-07T10:00:00+00:00",
          "command": "python -m repro.experiments claims --profile claims-all", "environment": {"torch": "2.14.1"},
-         "learning_rates": {"frossl": 0.2}, "cells": {"probe_top1/frossl": cell(33.0, 1.0)}}))
+         "learning_rates": {"frossl": 0.2},
+         "cells": {"probe_top1/frossl": {**cell(33.0, 1.0), "runs": [str(tmp_path / "claims-all-cifar10-frossl-lr0.2-seed0")]}}}))
     sweep = {"experiment": "claims", "profile": "claims-all", "variant": "", "lr_sweep": [0.05, 0.2, 0.8], "seed": 0,
              "created": "2026-12-07T08:00:00+00:00", "command": "python -m repro.experiments claims --profile claims-all",
              "environment": {"torch": "2.14.1", "git_commit": "a" * 40}, "rule": "best probe",
-             "rows": {"frossl": {"chosen": 0.2, "why": "best", "runs": [{"lr": 0.2, "probe_top1": 33.0}]}}}
+             "rows": {"frossl": {"chosen": 0.2, "why": "best", "runs": [
+                 {"lr": lr, "run": f"claims-all-cifar10-frossl-lr{lr:g}-seed0", "probe_top1": 33.0} for lr in (0.05, 0.2)]}}}
     (results / "claims-all-sweep.json").write_text(json.dumps(sweep))
+    # the record's runs must be on disk: refused before anything is written
+    with pytest.raises(UserError, match="not on disk"):
+        record_claims(Options(out=tmp_path, profile="claims-all", expected_dir=expected))
+    assert not (expected / "claims-all").exists()
+    for lr in (0.05, 0.2):
+        run = tmp_path / f"claims-all-cifar10-frossl-lr{lr:g}-seed0"
+        (run / "tb").mkdir(parents=True)
+        for name in ("config.yaml", "metrics.jsonl", "eval_cached.json", "checkpoint.pt", "tb/events"):
+            (run / name).write_text(f"{name} of {lr}")
     record_claims(Options(out=tmp_path, profile="claims-all", expected_dir=expected))
+    # every run the references or the sweep name is kept as evidence: its small files, not its checkpoint
+    kept = expected / "claims-all" / "runs"
+    assert sorted(p.relative_to(kept).as_posix() for p in kept.rglob("*") if p.is_file()) == [
+        f"claims-all-cifar10-frossl-lr{lr}-seed0/{name}" for lr in ("0.05", "0.2")
+        for name in ("config.yaml", "eval_cached.json", "metrics.jsonl")]
+    assert (kept / "claims-all-cifar10-frossl-lr0.2-seed0" / "metrics.jsonl").read_text() == "metrics.jsonl of 0.2"
     recorded = yaml.safe_load((expected / "claims-all" / "sweep.yaml").read_text())
     assert recorded["command"] == "make claims PROFILE=claims-all" and recorded["date"] == "2026-12-07"
     assert recorded["commit"] == "a" * 40 and recorded["hardware"] and recorded["lr_sweep"] == [0.05, 0.2, 0.8]
@@ -476,6 +493,24 @@ def test_tiny_claims_all_end_to_end(tmp_path, monkeypatch, capsys):
     judged = {r["cell"]: r["status"] for r in check if r["paper"] == "claim"}
     assert {"early_learning_vs_all", "figure3_saturation", "learns_corinfomax", "logs_matter"} <= set(judged)
     assert set(judged.values()) == {"NOT-COMPARABLE"}
+    # the runs' evidence (keep_evidence, as `record` keeps it: no checkpoints) is a complete OUT: the
+    # target re-collects the same cells from a copy of it without training or evaluating anything
+    from repro.experiments.claims import keep_evidence
+    evidence = tmp_path / "evidence"
+    keep_evidence(sorted(p for p in out.iterdir() if (p / "config.yaml").exists()), evidence)
+    assert not list(evidence.rglob("checkpoint.pt"))
+    modules = []
+
+    def recording(self, command, stop_when):
+        modules.append(command[2])
+        return in_process(self, command, stop_when)
+    monkeypatch.setattr(Runner, "_run", recording)
+    code = main(["claims", "--profile", "claims-all", "--out", str(evidence), "--cifar10", str(images),
+                 "--data-dir", str(tmp_path / "data"), "--overrides", TINY])
+    assert code in (0, 1) and "repro.check" in modules and not {"repro.train", "repro.evaluate"} & set(modules)
+    again = json.loads(next(p for p in (evidence / "results").glob("claims-all*.json") if "sweep" not in p.name)
+                       .read_text())["cells"]
+    assert {c: v["value"] for c, v in again.items()} == {c: v["value"] for c, v in cells.items()}
 
 
 def test_report_section_shows_rows_with_spread_random_init_and_unfinished_runs(tmp_path):

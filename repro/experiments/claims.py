@@ -31,6 +31,10 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
 CLAIM_PROFILES = tuple(p for p in get_args(Profile) if p != "paper")
 DIVERGED = "diverged.json"   # repro.train.DIVERGED (not imported: planning runs without torch)
 MINUTES_PER_RUN = 3.5        # one run of the schedule with its probe on 2 idle cores (docs/claims.md, measured)
+# what a recorded run folder keeps (expected_results/<profile>/runs/<run>/): everything the target collects
+# from and the run's provenance; not its checkpoint (51 MB) or TensorBoard copy of metrics.jsonl
+EVIDENCE = ("command.txt", "config.yaml", "env.json", "metrics.jsonl", "spectra.jsonl", "pretrain.json",
+            "eval_cached.json", "eval_cached_random_init.json", DIVERGED)
 
 
 def profile_spec(opts: Options) -> dict:
@@ -316,7 +320,8 @@ def machine() -> str:
 def record_claims(opts: Options) -> Path:
     """Store the comparable cells of OUT/results/claims[-quick].json as the profile's measured
     references (expected_results/<profile>/claims.yaml), each with its tolerance from the seed
-    spread, and the command, machine, date and commit that produced it."""
+    spread, and the command, machine, date and commit that produced it; the sweep beside it
+    (claims-all: sweep.yaml) and every run either names, as evidence (runs/, keep_evidence)."""
     from repro.atomic import atomic_write_text
     if opts.profile not in CLAIM_PROFILES:
         raise UserError(f"record --profile {opts.profile}: choose {' or '.join(CLAIM_PROFILES)}")
@@ -343,6 +348,13 @@ def record_claims(opts: Options) -> Path:
     if not cells:
         raise UserError(f"{path} holds no comparable cell: nothing to record")
     sweep = read_sweep(opts, result) if profile_spec(opts).get("lr_sweep") else None
+    names = {Path(run).name for cell in cells.values() for run in cell["runs"]}
+    names |= {e["run"] for c in (sweep or {}).get("rows", {}).values() for e in c.get("runs", []) if e.get("run")}
+    runs = [opts.out / name for name in sorted(names)]
+    absent = [str(d) for d in runs if not (d / "config.yaml").exists()]
+    if absent:   # checked before anything is written: the evidence is part of the record
+        raise UserError(f"the record's runs {', '.join(absent)} are not on disk (no config.yaml): record with --out "
+                        f"the folder they were trained in")
     out = opts.expected_dir / opts.profile / "claims.yaml"
     out.parent.mkdir(exist_ok=True)
     header = (f"# claims, PROFILE={opts.profile}: reference values MEASURED by this project (not the paper's),\n"
@@ -363,7 +375,28 @@ def record_claims(opts: Options) -> Path:
                                      f"recorded with the references beside it\n# by `python -m repro.experiments record "
                                      f"claims --profile {opts.profile}`.\n" + yaml.safe_dump(record, sort_keys=False))
         print(f"recorded the sweep of {len(sweep['rows'])} rows in {sweep_out}")
+    kept = keep_evidence(runs, out.parent / "runs")
+    print(f"kept the evidence of {kept} runs in {out.parent / 'runs'}")
     return out
+
+
+def keep_evidence(run_dirs: list[Path], dest: Path) -> int:
+    """Copy each run folder's EVIDENCE files into dest/<run>/, dest replaced as a whole: the record's
+    runs as the target reads them (a finished, evaluated run needs no checkpoint), so a copy of dest
+    as OUT re-collects and re-checks the record without training, and a recording spread over
+    machines resumes from it (docs/claims.md)."""
+    import shutil
+    staging = dest.with_name(dest.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    for run_dir in run_dirs:
+        (staging / run_dir.name).mkdir(parents=True)
+        for name in EVIDENCE:
+            if (run_dir / name).exists():
+                shutil.copy2(run_dir / name, staging / run_dir.name / name)
+    shutil.rmtree(dest, ignore_errors=True)
+    staging.rename(dest)
+    return len(run_dirs)
 
 
 def read_sweep(opts: Options, result: dict) -> dict:
