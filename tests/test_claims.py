@@ -262,6 +262,7 @@ def test_sweep_choice_rule(tmp_path):
 def test_record_claims_all_writes_the_sweep_with_provenance(tmp_path, monkeypatch):
     expected = tmp_path / "expected"
     shutil.copytree(ROOT / "expected_results", expected)
+    shutil.rmtree(expected / "claims-all", ignore_errors=True)   # the committed record: not this test's
     results = tmp_path / "results"
     results.mkdir()
     (results / "claims-all.json").write_text(json.dumps(
@@ -386,8 +387,8 @@ def test_committed_references_carry_the_recording_commands_provenance(profile):
 def test_a_committed_sweep_sits_beside_its_references_with_provenance():
     """A profile with a learning-rate sweep (claims-all) has its sweep.yaml exactly when its
     references are committed, as `record` writes both: the make command, machine, date and commit,
-    the rule, and for every row the rate its referenced runs trained at; the other profiles have none.
-    (claims-all is not recorded yet: then neither file exists.)"""
+    the rule, and for every row the rate its referenced runs trained at, with each run's evidence in
+    runs/; the other profiles have none."""
     import re
 
     from repro.experiments.claims import CLAIM_PROFILES, profile_spec
@@ -404,7 +405,9 @@ def test_a_committed_sweep_sits_beside_its_references_with_provenance():
             row = name.split("/")[1]
             stem = CLAIMS_RANDOM_INIT_ROW if row == "random_init" else row
             rate = sweep["rows"][stem]["chosen"]
-            assert cell["runs"] == [f"runs/claims-all-cifar10-{stem}-lr{rate:g}-seed{s}" for s in range(cell["n"])]
+            names = [f"claims-all-cifar10-{stem}-lr{rate:g}-seed{s}" for s in range(cell["n"])]
+            assert [Path(run).name for run in cell["runs"]] == names, name
+            assert all((folder / "runs" / run / "config.yaml").exists() for run in names), name   # its evidence
 
 
 def test_record_without_a_result_is_a_user_error(tmp_path):
