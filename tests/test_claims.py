@@ -292,6 +292,8 @@ def test_record_claims_all_writes_the_sweep_with_provenance(tmp_path, monkeypatc
         f"claims-all-cifar10-frossl-lr{lr}-seed0/{name}" for lr in ("0.05", "0.2")
         for name in ("config.yaml", "eval_cached.json", "metrics.jsonl")]
     assert (kept / "claims-all-cifar10-frossl-lr0.2-seed0" / "metrics.jsonl").read_text() == "metrics.jsonl of 0.2"
+    cells = yaml.safe_load((expected / "claims-all" / "claims.yaml").read_text())["cells"]
+    assert cells["probe_top1/frossl"]["runs"] == ["runs/claims-all-cifar10-frossl-lr0.2-seed0"]   # its evidence, beside it
     recorded = yaml.safe_load((expected / "claims-all" / "sweep.yaml").read_text())
     assert recorded["command"] == "make claims PROFILE=claims-all" and recorded["date"] == "2026-12-07"
     assert recorded["commit"] == "a" * 40 and recorded["hardware"] and recorded["lr_sweep"] == [0.05, 0.2, 0.8]
@@ -406,8 +408,8 @@ def test_a_committed_sweep_sits_beside_its_references_with_provenance():
             stem = CLAIMS_RANDOM_INIT_ROW if row == "random_init" else row
             rate = sweep["rows"][stem]["chosen"]
             names = [f"claims-all-cifar10-{stem}-lr{rate:g}-seed{s}" for s in range(cell["n"])]
-            assert [Path(run).name for run in cell["runs"]] == names, name
-            assert all((folder / "runs" / run / "config.yaml").exists() for run in names), name   # its evidence
+            assert cell["runs"] == [f"runs/{run}" for run in names], name
+            assert all((folder / run / "config.yaml").exists() for run in cell["runs"]), name   # its evidence
 
 
 def test_record_without_a_result_is_a_user_error(tmp_path):

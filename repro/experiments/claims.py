@@ -344,7 +344,8 @@ def record_claims(opts: Options) -> Path:
                        "n": cell["n"], "std": None if cell.get("std") is None else round(cell["std"], 4),
                        "command": f"make claims PROFILE={opts.profile}", "ran": result.get("command", ""),
                        "hardware": f"{hardware}, torch {env.get('torch')}", "date": result["created"][:10],
-                       "commit": env.get("git_commit"), "runs": cell["runs"]}
+                       "commit": env.get("git_commit"),
+                       "runs": [f"runs/{Path(run).name}" for run in cell["runs"]]}   # the kept evidence, beside it
     if not cells:
         raise UserError(f"{path} holds no comparable cell: nothing to record")
     sweep = read_sweep(opts, result) if profile_spec(opts).get("lr_sweep") else None
