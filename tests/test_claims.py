@@ -412,6 +412,24 @@ def test_a_committed_sweep_sits_beside_its_references_with_provenance():
             assert all((folder / run / "config.yaml").exists() for run in cell["runs"]), name   # its evidence
 
 
+def test_the_committed_claims_all_record_is_what_its_kept_runs_give(tmp_path):
+    """expected_results/claims-all/claims.yaml holds exactly the cells that its kept runs (runs/, no
+    checkpoints) give when the target's collector reads them again at the sweep's chosen rates: no
+    hand-edited value, no run missing or replaced since the record."""
+    from repro.experiments.claims import collect_at_chosen_rates
+    from repro.experiments.table import CLAIMS_ALL
+    folder = ROOT / "expected_results" / "claims-all"
+    shutil.copytree(folder / "runs", tmp_path / "runs")
+    opts = Options(out=tmp_path / "runs", profile="claims-all", seeds=(0, 1, 2), probe="cached",
+                   data_dir=str(tmp_path / "cifar10-images"))
+    collected = collect_at_chosen_rates(CLAIMS_ALL, opts)["cells"]
+    recorded = yaml.safe_load((folder / "claims.yaml").read_text())["cells"]
+    assert len(recorded) > 100 and set(recorded) <= set(collected)
+    for name, cell in recorded.items():
+        assert collected[name]["comparable"], name
+        assert (round(collected[name]["value"], 4), collected[name]["n"]) == (cell["value"], cell["n"]), name
+
+
 def test_record_without_a_result_is_a_user_error(tmp_path):
     result = subprocess.run([sys.executable, "-m", "repro.experiments", "record", "claims", "--profile", "claims-quick",
                              "--out", str(tmp_path)], capture_output=True, text=True, cwd=ROOT, timeout=60)
