@@ -420,8 +420,7 @@ def test_the_committed_claims_all_record_is_what_its_kept_runs_give(tmp_path):
     from repro.experiments.table import CLAIMS_ALL
     folder = ROOT / "expected_results" / "claims-all"
     shutil.copytree(folder / "runs", tmp_path / "runs")
-    opts = Options(out=tmp_path / "runs", profile="claims-all", seeds=(0, 1, 2), probe="cached",
-                   data_dir=str(tmp_path / "cifar10-images"))
+    opts = Options(out=tmp_path / "runs", profile="claims-all", seeds=(0, 1, 2), probe="cached")
     collected = collect_at_chosen_rates(CLAIMS_ALL, opts)["cells"]
     recorded = yaml.safe_load((folder / "claims.yaml").read_text())["cells"]
     assert len(recorded) > 100 and set(recorded) <= set(collected)

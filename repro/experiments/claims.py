@@ -350,7 +350,8 @@ def record_claims(opts: Options) -> Path:
         raise UserError(f"{path} holds no comparable cell: nothing to record")
     sweep = read_sweep(opts, result) if profile_spec(opts).get("lr_sweep") else None
     names = {Path(run).name for cell in cells.values() for run in cell["runs"]}
-    names |= {e["run"] for c in (sweep or {}).get("rows", {}).values() for e in c.get("runs", []) if e.get("run")}
+    if sweep is not None:
+        names |= {entry["run"] for c in sweep["rows"].values() for entry in c["runs"]}
     runs = [opts.out / name for name in sorted(names)]
     absent = [str(d) for d in runs if not (d / "config.yaml").exists()]
     if absent:   # checked before anything is written: the evidence is part of the record
